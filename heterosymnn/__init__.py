@@ -1,0 +1,1 @@
+"""heterosymnn: per-neuron symbolic activations compiled to native kernels."""

@@ -1,0 +1,1 @@
+"""jit stage of heterosymnn."""

@@ -1,0 +1,93 @@
+"""The formula language: which names are functions, and which SymPy nodes may
+reach a code generator.
+
+The parser accepts only calls to :data:`FUNCTIONS` (and named formulas); after
+derivation every expression is checked against :data:`EVALUABLE_NODES`, so a
+backend never meets a node it cannot print.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import sympy as sp
+
+# name in formula text -> (SymPy constructor, allowed argument counts; None = 2 or more)
+FUNCTIONS: Dict[str, Tuple[Callable, Tuple[int, ...] | None]] = {
+    "exp": (sp.exp, (1,)),
+    "log": (sp.log, (1, 2)),
+    "ln": (sp.log, (1,)),
+    "sqrt": (sp.sqrt, (1,)),
+    "Abs": (sp.Abs, (1,)),
+    "abs": (sp.Abs, (1,)),
+    "sin": (sp.sin, (1,)),
+    "cos": (sp.cos, (1,)),
+    "tan": (sp.tan, (1,)),
+    "asin": (sp.asin, (1,)),
+    "acos": (sp.acos, (1,)),
+    "atan": (sp.atan, (1,)),
+    "sinh": (sp.sinh, (1,)),
+    "cosh": (sp.cosh, (1,)),
+    "tanh": (sp.tanh, (1,)),
+    "asinh": (sp.asinh, (1,)),
+    "acosh": (sp.acosh, (1,)),
+    "atanh": (sp.atanh, (1,)),
+    "Max": (sp.Max, None),
+    "max": (sp.Max, None),
+    "Min": (sp.Min, None),
+    "min": (sp.Min, None),
+    "sign": (sp.sign, (1,)),
+    "Heaviside": (sp.Heaviside, (1, 2)),
+    "erf": (sp.erf, (1,)),
+    "erfc": (sp.erfc, (1,)),
+    # Piecewise is parsed specially: Piecewise((expr, cond), ..., (expr, True))
+}
+PIECEWISE = "Piecewise"
+
+# Built-in constants, usable in any formula unless a node's constants dict
+# gives a value for the same name (the dict wins).
+BUILTIN_CONSTANTS: Dict[str, sp.Expr] = {
+    "pi": sp.pi,
+    "e": sp.E,
+    "E": sp.E,
+    "tau": 2 * sp.pi,
+    "phi": sp.GoldenRatio,
+}
+
+# Unary functions a code generator maps one-to-one onto a math library call.
+UNARY_MATH = (
+    sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan,
+    sp.sinh, sp.cosh, sp.tanh, sp.asinh, sp.acosh, sp.atanh, sp.erf, sp.erfc,
+)
+
+RELATIONALS = (
+    sp.StrictLessThan, sp.LessThan, sp.StrictGreaterThan, sp.GreaterThan,
+    sp.Equality, sp.Unequality,
+)
+BOOLEANS = (sp.And, sp.Or, sp.Not, sp.logic.boolalg.BooleanTrue, sp.logic.boolalg.BooleanFalse)
+
+# Every node type a finished (forward or derivative) expression may contain.
+EVALUABLE_NODES = (
+    sp.Symbol, sp.Integer, sp.Rational, sp.Float,
+    sp.core.numbers.Pi, sp.core.numbers.Exp1, sp.core.numbers.GoldenRatio,
+    sp.Add, sp.Mul, sp.Pow,
+    sp.Abs, sp.Max, sp.Min, sp.sign, sp.Heaviside, sp.Piecewise,
+    sp.functions.elementary.piecewise.ExprCondPair,
+    *UNARY_MATH, *RELATIONALS, *BOOLEANS,
+)
+
+
+def unsupported_nodes(expr: sp.Basic) -> list[sp.Basic]:
+    """Sub-expressions whose type no backend can evaluate (empty when all is fine)."""
+    bad = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, (sp.Rational, sp.Float)):
+            if not node.is_finite:
+                bad.append(node)
+            continue
+        if isinstance(node, (sp.core.numbers.Infinity, sp.core.numbers.NegativeInfinity,
+                             sp.core.numbers.ComplexInfinity, sp.core.numbers.NaN)):
+            bad.append(node)
+            continue
+        if not isinstance(node, EVALUABLE_NODES):
+            bad.append(node)
+    return bad

@@ -1,0 +1,1 @@
+"""toolchains stage of heterosymnn."""
