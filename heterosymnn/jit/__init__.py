@@ -1,1 +1,4 @@
-"""jit stage of heterosymnn."""
+"""The compiler: orchestration, backend selection and argument checks."""
+from .compiler import SymbolicJITCompiler
+
+__all__ = ["SymbolicJITCompiler"]

@@ -1,0 +1,31 @@
+"""What every backend hands the compiler: a :class:`Kernels` object.
+
+Arrays reaching a backend are already checked by the compiler: 2-D
+``(rows, cols)``, C-contiguous, of the compiler's dtype, on the right device,
+and ``out`` never overlaps the inputs.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+CPU_PYTHON = "CPU_PYTHON"
+CPU_JIT = "CPU_JIT"
+GPU_CUDA = "GPU_CUDA"
+AUTO = "AUTO"
+METHODS = (GPU_CUDA, CPU_JIT, CPU_PYTHON, AUTO)
+
+
+class Kernels(Protocol):
+    method: str
+    """The backend name (one of CPU_PYTHON, CPU_JIT, GPU_CUDA)."""
+    array_module: Any
+    """The array library its arrays come from (numpy or cupy)."""
+
+    def forward(self, a: Any, b: Optional[Any], out: Any) -> None:
+        """Activation: ``out = f(a)``; loss: ``out = L(a, b)``."""
+
+    def backward(self, a: Any, b: Any, out: Any) -> None:
+        """Activation: ``out = b * f'(a)`` (``b`` is the incoming gradient); loss: ``dL/da``."""
+
+    def update_params(self, params: Any) -> None:
+        """New ``(n_nodes, slots)`` float64 constants; must not recompile anything."""

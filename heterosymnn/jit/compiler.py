@@ -1,0 +1,207 @@
+"""SymbolicJITCompiler: configs in, ``forward_kernel``/``backward_kernel`` out.
+
+The orchestration only: analyse the configs (symbolic front end), pick a
+backend with fallbacks (``selection``), check arguments (``arrays``) and keep
+the per-node constants that every backend reads as kernel arguments.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .. import config
+from ..backends.base import AUTO, GPU_CUDA, Kernels
+from ..errors import InvalidDeviceIDError
+from ..symbolic.layer import analyze
+from ..symbolic.structure import LOSS, MODES
+from . import arrays
+from .selection import normalize_method, select_backend
+
+DTYPES = ("float32", "float64")
+
+
+def _normalize_dtype(dtype: Any) -> np.dtype:
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def _check_device_id(device_id: Any) -> int:
+    if isinstance(device_id, bool) or not isinstance(device_id, numbers.Integral) or device_id < 0:
+        raise InvalidDeviceIDError(f"device_id must be a non-negative integer, got {device_id!r}")
+    return int(device_id)
+
+
+class SymbolicJITCompiler:
+    """Compile one activation (or loss) formula per neuron into fast kernels.
+
+    Parameters
+    ----------
+    configs : list
+        One node config per neuron: a formula string (``"sin(num)"``, ``"relu"``)
+        or a ``(formula, constants_dict)`` pair (``("a*tanh(num)", {"a": 2.0})``).
+    calculation_method : {"AUTO", "GPU_CUDA", "CPU_JIT", "CPU_PYTHON"}
+        Backend to use; an unavailable one falls back GPU_CUDA -> CPU_JIT ->
+        CPU_PYTHON with a ``PerformanceWarning`` (unless ``strict``).
+    device_id : int
+        GPU to run on (GPU_CUDA only).
+    mode : {"activation", "loss"}
+        Formulas over ``num`` (activations) or over ``y_pred``/``y_true`` (losses).
+    dtype : {"float32", "float64"}
+        The dtype of every array the kernels take and return.
+    strict : bool
+        Raise instead of falling back (also ``HETEROSYMNN_STRICT=1``).
+
+    Attributes
+    ----------
+    forward_kernel, backward_kernel : callable
+        Activation: ``forward_kernel(z, out=None)`` -> ``f_j(z[j])`` row by row
+        and ``backward_kernel(z, grad, out=None)`` -> ``grad * f_j'(z)``; ``z`` has
+        shape ``(n_nodes,)`` or ``(n_nodes, batch)``. Loss: ``forward_kernel(y_pred,
+        y_true, out=None)`` and ``backward_kernel(y_pred, y_true, out=None)``
+        (element-wise loss and d loss / d y_pred).
+    calculation_method : str
+        The backend actually in use.
+    """
+
+    def __init__(self, configs: Sequence[Any], calculation_method: str = AUTO, device_id: int = 0,
+                 mode: str = "activation", *, dtype: str = "float32", strict: bool = False):
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'activation' or 'loss', got {mode!r}")
+        self.mode = mode
+        self.requested_method = normalize_method(calculation_method)
+        self.dtype = _normalize_dtype(dtype)
+        self.strict = bool(strict) or config.settings().strict
+        self.device_id = _check_device_id(device_id)
+        self.configs = list(configs) if not isinstance(configs, (str, bytes)) else configs
+        self._layer = analyze(self.configs, mode)
+        self._plan = self._layer.plan
+        self._params = self._plan.initial_params()
+        self._elementwise_loss = mode == LOSS and self._plan.n_nodes == 1
+        self._kernels = self._select()
+        self.forward_kernel = self._loss_forward if mode == LOSS else self._activation_forward
+        self.backward_kernel = self._loss_backward if mode == LOSS else self._activation_backward
+
+    def _select(self) -> Kernels:
+        kernels, self.fallback_reasons = select_backend(
+            self.requested_method, self.strict,
+            dict(layer=self._layer, dtype=self.dtype.name, params=self._params, device_id=self.device_id))
+        return kernels
+
+    # -- public attributes -------------------------------------------------------------
+    @property
+    def calculation_method(self) -> str:
+        """The backend actually in use (after any fallback)."""
+        return self._kernels.method
+
+    @property
+    def n_nodes(self) -> int:
+        return self._plan.n_nodes
+
+    @property
+    def n_structures(self) -> int:
+        """How many distinct compiled functions the layer uses."""
+        return len(self._plan.structure_keys)
+
+    @property
+    def constants(self) -> List[Dict[str, float]]:
+        """Per node, ``{constant name: current value}`` (a copy)."""
+        return [
+            {name: float(self._params[node, slot]) for slot, name in enumerate(names)}
+            for node, names in enumerate(self._plan.node_slot_names)
+        ]
+
+    def set_constants(self, node: int, **values: float) -> None:
+        """Change constants of one node; nothing is recompiled.
+
+        Raises
+        ------
+        IndexError
+            ``node`` is not a node of this layer.
+        KeyError
+            A name is not a constant of that node (the message lists its constants).
+        """
+        if isinstance(node, bool) or not isinstance(node, numbers.Integral) or not 0 <= node < self.n_nodes:
+            raise IndexError(f"node must be an integer in [0, {self.n_nodes}), got {node!r}")
+        names = self._plan.node_slot_names[node]
+        updates = {}
+        for name, value in values.items():
+            if name not in names:
+                known = ", ".join(names) if names else "none"
+                raise KeyError(f"node {node} has no constant '{name}'; its constants are: {known}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"constant '{name}' must be a finite real number, got {value!r}")
+            updates[names.index(name)] = float(value)
+        for slot, value in updates.items():
+            self._params[node, slot] = value
+        self._kernels.update_params(self._params)
+
+    def set_gpu_id(self, new_id: int) -> None:
+        """Move the kernels to another GPU (only device-specific state is redone)."""
+        new_id = _check_device_id(new_id)
+        move = getattr(self._kernels, "set_device", None)
+        if move is not None:
+            move(new_id)
+        self.device_id = new_id
+
+    # -- kernels -----------------------------------------------------------------------
+    def _activation_forward(self, z: Any, out: Any = None) -> Any:
+        z = arrays.as_input(z, "z", self.dtype, self._kernels.array_module)
+        return self._call(self._kernels.forward, z, None, out, ("z",))
+
+    def _activation_backward(self, z: Any, grad: Any, out: Any = None) -> Any:
+        xp = self._kernels.array_module
+        z = arrays.as_input(z, "z", self.dtype, xp)
+        grad = arrays.as_input(grad, "grad", self.dtype, xp)
+        arrays.same_shape(z, grad, "z", "grad")
+        return self._call(self._kernels.backward, z, grad, out, ("z", "grad"))
+
+    def _loss_forward(self, y_pred: Any, y_true: Any, out: Any = None) -> Any:
+        return self._loss_call(self._kernels.forward, y_pred, y_true, out)
+
+    def _loss_backward(self, y_pred: Any, y_true: Any, out: Any = None) -> Any:
+        return self._loss_call(self._kernels.backward, y_pred, y_true, out)
+
+    def _loss_call(self, kernel, y_pred: Any, y_true: Any, out: Any) -> Any:
+        xp = self._kernels.array_module
+        y_pred = arrays.as_input(y_pred, "y_pred", self.dtype, xp)
+        y_true = arrays.as_input(y_true, "y_true", self.dtype, xp)
+        arrays.same_shape(y_pred, y_true, "y_pred", "y_true")
+        return self._call(kernel, y_pred, y_true, out, ("y_pred", "y_true"))
+
+    def _call(self, kernel, a: Any, b: Optional[Any], out: Any, names: tuple) -> Any:
+        xp = self._kernels.array_module
+        inputs = (a,) if b is None else (a, b)
+        out, overlap = arrays.output(out, a.shape, self.dtype, inputs, xp)
+        if overlap:
+            a, b = a.copy(), (None if b is None else b.copy())
+        a2 = arrays.rows_view(a, self.n_nodes, names[0], self._elementwise_loss)
+        b2 = None if b is None else arrays.rows_view(b, self.n_nodes, names[1], self._elementwise_loss)
+        if a2.size:
+            kernel(a2, b2, out.reshape(a2.shape))
+        return out
+
+    # -- pickling ----------------------------------------------------------------------
+    def __reduce__(self):
+        options = dict(dtype=self.dtype.name, strict=self.strict)
+        state = {"params": self._params.copy()}
+        return (_rebuild, (self.configs, self.requested_method, self.device_id, self.mode, options), state)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self._params[...] = state["params"]
+        self._kernels.update_params(self._params)
+
+    def __repr__(self) -> str:
+        return (f"SymbolicJITCompiler({self.n_nodes} nodes, {self.n_structures} structures, mode={self.mode!r}, "
+                f"dtype={self.dtype.name!r}, calculation_method={self.calculation_method!r})")
+
+
+def _rebuild(configs, method, device_id, mode, options) -> SymbolicJITCompiler:
+    return SymbolicJITCompiler(configs, method, device_id, mode, **options)

@@ -1,0 +1,40 @@
+"""``render_source``: the code a layer compiles to, for reading and debugging."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .symbolic.layer import analyze
+
+TARGETS = ("python", "c", "cuda")
+
+
+def render_source(configs: Sequence[Any], target: str = "c", mode: str = "activation",
+                  dtype: str = "float32") -> str:
+    """Return the source generated for ``configs``.
+
+    Parameters
+    ----------
+    configs : list
+        Node configs, as for :class:`SymbolicJITCompiler`.
+    target : {"c", "cuda", "python"}
+        Which backend's code to show.
+    mode, dtype
+        As for :class:`SymbolicJITCompiler`.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    layer = analyze(configs, mode)
+    if target == "python":
+        from .backends.python import numpy_source
+
+        blocks = []
+        for index, structure in enumerate(layer.structures):
+            blocks.append(f"# structure {index} ({structure.key[:16]}), slots p0..p{structure.n_slots - 1}\n"
+                          f"forward = {numpy_source(structure)}\n"
+                          f"derivative = {numpy_source(structure, derivative=True)}\n")
+        return "\n".join(blocks)
+    from .errors import BackendUnavailableError
+
+    raise BackendUnavailableError(f"the {target!r} code generator is not available in this version")

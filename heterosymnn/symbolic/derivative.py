@@ -1,0 +1,60 @@
+"""Symbolic derivatives with PyTorch's conventions at kinks.
+
+SymPy differentiates ``Max``/``Min`` into ``Heaviside(u)`` with H(0) = 1/2,
+``sign`` and ``Heaviside`` into ``DiracDelta``. Backpropagation wants what
+PyTorch does: ``relu'(0) = 0``, ``Abs'(0) = sign(0) = 0``, a step's derivative 0.
+So a user's own ``Heaviside`` is hidden behind a placeholder with a zero
+derivative while differentiating, every ``Heaviside`` that differentiation
+created gets H(0) = 0, and every ``DiracDelta`` becomes 0.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from . import grammar
+
+
+class _UserStep(sp.Function):
+    """A user-written Heaviside, kept apart from those produced by differentiation."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+
+class DerivativeProblem(Exception):
+    """The derivative contains something a backend cannot evaluate."""
+
+
+def differentiate(expr: sp.Expr, variable: sp.Symbol) -> sp.Expr:
+    """``d expr / d variable`` with kink conventions applied, simplified cheaply.
+
+    Raises
+    ------
+    DerivativeProblem
+        When the result contains a node no backend can evaluate.
+    """
+    hidden = expr.replace(sp.Heaviside, lambda *args: _UserStep(*args))
+    derivative = sp.diff(hidden, variable)
+    derivative = derivative.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
+    derivative = derivative.replace(sp.Heaviside, lambda arg, *rest: sp.Heaviside(arg, 0))
+    derivative = derivative.replace(_UserStep, lambda *args: sp.Heaviside(*args))
+    derivative = _cheapest(derivative)
+    bad = grammar.unsupported_nodes(derivative)
+    if bad:
+        raise DerivativeProblem(
+            f"its derivative contains {bad[0]}, which cannot be evaluated; "
+            f"rewrite the formula (e.g. avoid functions of constants that are undefined)")
+    return derivative
+
+
+def _cheapest(expr: sp.Expr) -> sp.Expr:
+    """Pick the cheapest of a few fast rewrites (full ``simplify`` can take seconds)."""
+    candidates = [expr]
+    for rewrite in (sp.factor_terms, sp.powsimp):
+        try:
+            candidates.append(rewrite(expr))
+        except Exception:  # a rewrite failing only removes a candidate
+            continue
+    return min(candidates, key=sp.count_ops)

@@ -1,0 +1,189 @@
+"""A config list -> the distinct structures it uses and each node's constants.
+
+This is the whole symbolic front end seen from outside: :func:`analyze` takes
+the user's configs and returns a :class:`LayerPlan` (plain data: what the
+kernels need at run time) and the :class:`Structure` objects (SymPy: what code
+generators need). Every broken node is reported in one ``FormulaParsingError``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import sympy as sp
+
+from ..errors import CompilationWarning, FormulaParsingError
+from . import grammar
+from .derivative import DerivativeProblem, differentiate
+from .named import NAMED, is_named_for_mode, named_calls, whole_config_call
+from .parser import FormulaSyntaxProblem, ParseContext, names_in, parse
+from .plan import LayerPlan
+from .slots import to_slots
+from .structure import ACTIVATION, MODES, VARIABLES, Structure, structure_key
+
+ACTIVATION_ALIASES = ("num", "x", "z")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyzedLayer:
+    plan: LayerPlan
+    structures: Tuple[Structure, ...]  # aligned with plan.structure_keys
+
+
+@dataclasses.dataclass(frozen=True)
+class _ParsedNode:
+    key: str
+    slot_names: Tuple[str, ...]
+    named_defaults: Tuple[Tuple[str, float], ...]
+
+
+def normalize_config(config: Any) -> Tuple[str, Dict[str, float]]:
+    """``"relu"`` or ``(expression, constants)`` -> ``(expression, constants)``, validated."""
+    if isinstance(config, str):
+        return config, {}
+    if isinstance(config, (tuple, list)) and 1 <= len(config) <= 2 and isinstance(config[0], str):
+        constants = config[1] if len(config) == 2 else {}
+        if constants is None:
+            constants = {}
+        if not isinstance(constants, Mapping):
+            raise FormulaSyntaxProblem(
+                f"the constants of a node must be a dict of name -> number, got {type(constants).__name__}")
+        return config[0], {name: _constant_value(name, value) for name, value in constants.items()}
+    raise FormulaSyntaxProblem(
+        f"a node config must be a formula string or a (formula, constants_dict) pair, got {config!r:.80}")
+
+
+def _constant_value(name: Any, value: Any) -> float:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise FormulaSyntaxProblem(f"constant name {name!r} is not an identifier")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise FormulaSyntaxProblem(f"constant '{name}' must be a real number, got {value!r:.40}")
+    if not math.isfinite(float(value)):
+        raise FormulaSyntaxProblem(f"constant '{name}' must be finite, got {value}")
+    return float(value)
+
+
+def _variables(text: str, constants: Mapping[str, float], mode: str) -> Dict[str, sp.Symbol]:
+    """Which names of ``text`` are the input variables (``x``/``z`` alias ``num`` when it is absent)."""
+    symbols = VARIABLES[mode]
+    if mode != ACTIVATION:
+        return {s.name: s for s in symbols}
+    used = names_in(text) if len(text) <= 10_000 else {}
+    for alias in ACTIVATION_ALIASES:
+        if alias in used and alias not in constants:
+            return {alias: symbols[0]}
+    return {"num": symbols[0]}
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_node(mode: str, text: str, constant_names: Tuple[str, ...]) -> _ParsedNode:
+    stripped = text.strip()
+    if stripped in NAMED:
+        if not is_named_for_mode(stripped, mode):
+            other = NAMED[stripped].kind
+            raise FormulaSyntaxProblem(f"'{stripped}' is a named {other} formula; build the compiler "
+                                       f"with mode='{other}' to use it as a whole config")
+        text = whole_config_call(stripped, mode)
+    variables = _variables(text, dict.fromkeys(constant_names), mode)
+    for name in constant_names:
+        if name in (v.name for v in VARIABLES[mode]) or name in variables:
+            raise FormulaSyntaxProblem(f"'{name}' is an input variable, it cannot also be a constant")
+    used_defaults: Dict[str, Tuple[float, str]] = {}
+    context = ParseContext(variables=variables, constants=set(constant_names),
+                           named=named_calls(used_defaults))
+    expr = parse(text, context)
+    for marker, (_, where) in used_defaults.items():
+        name = marker.partition("conflict:")[2]
+        if name and name not in constant_names:
+            raise FormulaSyntaxProblem(f"{where} both use the constant '{name}' with different defaults; "
+                                       f"give '{name}' a value in the node's dict")
+    bad = grammar.unsupported_nodes(expr)
+    if bad:
+        raise FormulaSyntaxProblem(f"the formula is undefined or complex-valued: it contains {bad[0]}")
+    slotted, slot_names = to_slots(expr)
+    key = structure_key(mode, slotted)
+    _remember_structure(key, mode, slotted, len(slot_names))
+    defaults = tuple((n, d) for n, (d, _) in used_defaults.items() if not n.startswith("conflict:"))
+    return _ParsedNode(key=key, slot_names=slot_names, named_defaults=defaults)
+
+
+_structures: Dict[str, Structure] = {}
+
+
+def _remember_structure(key: str, mode: str, expr: sp.Expr, n_slots: int) -> Structure:
+    """One Structure (and one derivation) per key per process."""
+    known = _structures.get(key)
+    if known is None:
+        try:
+            derivative = differentiate(expr, VARIABLES[mode][0])
+        except DerivativeProblem as exc:
+            raise FormulaSyntaxProblem(str(exc)) from None
+        known = _structures[key] = Structure(key=key, mode=mode, expr=expr,
+                                             derivative=derivative, n_slots=n_slots)
+    return known
+
+
+def analyze(configs: Sequence[Any], mode: str = ACTIVATION) -> AnalyzedLayer:
+    """Parse, slot and differentiate every node of a layer.
+
+    Raises
+    ------
+    FormulaParsingError
+        Listing every broken node with its index and the offending piece.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(configs, (str, bytes)) or not isinstance(configs, Sequence) or len(configs) == 0:
+        raise FormulaParsingError(
+            "configs must be a non-empty list of node configs (a formula string or a "
+            "(formula, constants_dict) pair per node)")
+    problems: List[Tuple[Optional[int], str]] = []
+    parsed: List[Tuple[_ParsedNode, Dict[str, float]]] = []
+    for index, config in enumerate(configs):
+        try:
+            text, constants = normalize_config(config)
+            node = _parse_node(mode, text, tuple(sorted(constants)))
+        except FormulaSyntaxProblem as exc:
+            problems.append((index, f"{exc} (in {_describe(config)})"))
+            continue
+        except RecursionError:
+            problems.append((index, f"formula is too deeply nested (in {_describe(config)})"))
+            continue
+        parsed.append((node, constants))
+        unused = sorted(set(constants) - set(node.slot_names))
+        if unused:
+            warnings.warn(f"node {index}: constant(s) {', '.join(unused)} given but not used by "
+                          f"{_describe(config)}", CompilationWarning, stacklevel=3)
+    if problems:
+        raise FormulaParsingError.from_problems(problems)
+    return _assemble(mode, parsed)
+
+
+def _assemble(mode: str, parsed: List[Tuple[_ParsedNode, Dict[str, float]]]) -> AnalyzedLayer:
+    keys: Dict[str, int] = {}
+    node_structure, node_slot_names, node_values = [], [], []
+    for node, constants in parsed:
+        index = keys.setdefault(node.key, len(keys))
+        defaults = dict(node.named_defaults)
+        node_structure.append(index)
+        node_slot_names.append(node.slot_names)
+        node_values.append(tuple(constants[n] if n in constants else defaults[n] for n in node.slot_names))
+    structures = tuple(_structures[k] for k in keys)
+    plan = LayerPlan(
+        mode=mode,
+        structure_keys=tuple(keys),
+        structure_slots=tuple(s.n_slots for s in structures),
+        node_structure=tuple(node_structure),
+        node_slot_names=tuple(node_slot_names),
+        node_values=tuple(node_values),
+    )
+    return AnalyzedLayer(plan=plan, structures=structures)
+
+
+def _describe(config: Any) -> str:
+    text = repr(config)
+    return text if len(text) <= 80 else text[:77] + "..."
