@@ -16,7 +16,7 @@ from .. import config
 from ..backends.base import AUTO, GPU_CUDA, Kernels
 from ..errors import InvalidDeviceIDError
 from ..symbolic.layer import analyze
-from ..symbolic.structure import LOSS, MODES
+from ..symbolic.modes import LOSS, MODES
 from . import arrays
 from .selection import normalize_method, select_backend
 

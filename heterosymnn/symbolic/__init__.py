@@ -1,6 +1,9 @@
-"""Text -> expression: safe parser, named formulas, constant slots, derivatives, structure keys."""
-from .layer import AnalyzedLayer, analyze
-from .plan import LayerPlan
-from .structure import ACTIVATION, LOSS, MODES, Structure
+"""Text -> expression: safe parser, named formulas, constant slots, derivatives, structure keys.
 
-__all__ = ["ACTIVATION", "LOSS", "MODES", "AnalyzedLayer", "LayerPlan", "Structure", "analyze"]
+Importing this package does not import SymPy; the modules that need it
+(``layer``, ``parser``, ``structure`` ...) do, so a warm start that only needs
+``plan`` and ``modes`` stays light.
+"""
+from .modes import ACTIVATION, LOSS, MODES
+
+__all__ = ["ACTIVATION", "LOSS", "MODES"]

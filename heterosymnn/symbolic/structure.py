@@ -20,14 +20,12 @@ from typing import Tuple
 
 import sympy as sp
 
-ACTIVATION = "activation"
-LOSS = "loss"
-MODES = (ACTIVATION, LOSS)
+from .modes import ACTIVATION, LOSS, MODES, VARIABLE_NAMES
 
-VARIABLES = {
-    ACTIVATION: (sp.Symbol("num", real=True),),
-    LOSS: (sp.Symbol("y_pred", real=True), sp.Symbol("y_true", real=True)),
-}
+__all__ = ["ACTIVATION", "LOSS", "MODES", "VARIABLES", "Structure", "slot_symbols", "structure_key"]
+
+VARIABLES = {mode: tuple(sp.Symbol(name, real=True) for name in names)
+             for mode, names in VARIABLE_NAMES.items()}
 
 #: bump when the meaning of a structure key changes (it feeds every cache key)
 STRUCTURE_SCHEMA = 1
