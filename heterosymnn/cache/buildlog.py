@@ -1,0 +1,50 @@
+"""The JSON-lines build log: one line per artifact built, by any process.
+
+Lines are appended with a single ``os.write`` on an ``O_APPEND`` descriptor:
+the kernel then places each whole line at the current end of file, so lines
+from concurrent writers never interleave (POSIX guarantees this for local
+files; lines stay far below any filesystem's atomic-append size).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+log = logging.getLogger("heterosymnn.cache")
+
+
+def append(path: Path, record: Mapping[str, Any]) -> None:
+    """Append ``record`` as one JSON line; a failure is logged, never raised.
+
+    The log is diagnostics: losing a line (disk full) must not fail a build
+    whose artifact is already published.
+    """
+    line = (json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.warning("could not append to the build log %s: %s", path, exc)
+
+
+def read(path: Path) -> List[Dict[str, Any]]:
+    """Every well-formed record of the log (a torn last line is skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -1,0 +1,311 @@
+"""The kernel cache: lookup, locked build, atomic publish, in-memory layer, stats.
+
+Modelled on Triton's cache manager: one private temporary directory per build
+on the cache's filesystem, ``meta.json`` written last, ``os.replace`` to publish.
+What it adds is a per-key file lock, so that dozens of processes starting
+together on a cold cache build each artifact once and the others wait and
+reuse it, and a check of every entry before use, so that a damaged entry is
+rebuilt instead of crashing its user.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
+
+from ..config import settings
+from ..errors import CacheError, CompilationWarning
+from . import buildlog, locks
+from .entry import Entry, mark_verified, move_aside, verify
+from .layout import META_NAME, Layout, check_key, configured_base, fallback_layout
+from .memory import CacheStats, MemoryLayer
+from .publish import Builder, Unusable, function_count, make
+
+log = logging.getLogger("heterosymnn.cache")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class KernelCache:
+    """An on-disk cache of build artifacts shared by every process of a user.
+
+    Parameters
+    ----------
+    base : path, optional
+        The cache directory; default ``HETEROSYMNN_CACHE_DIR`` or the per-user
+        cache directory. Entries live in its ``v<CACHE_SCHEMA>`` subfolder.
+
+    Notes
+    -----
+    An unusable directory (read-only, full, below a regular file) is replaced by
+    a private temporary one with a :class:`~heterosymnn.errors.PerformanceWarning`.
+    """
+
+    def __init__(self, base: Optional[PathLike] = None) -> None:
+        self._configured = Path(os.path.abspath(os.fspath(base))) if base is not None else configured_base()
+        self._layout = Layout(self._configured)
+        self._memory = MemoryLayer()
+        self._ready = False
+        self._ready_lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"KernelCache({str(self._layout.base)!r})"
+
+    @property
+    def root(self) -> Path:
+        """The folder holding entries, locks and the build log (``<base>/v<schema>``)."""
+        return self._layout.root
+
+    @property
+    def layout(self) -> Layout:
+        """Every path of the cache in use (see :class:`~heterosymnn.cache.layout.Layout`)."""
+        return self._layout
+
+    @property
+    def is_fallback(self) -> bool:
+        """True when the configured directory was unusable and a temporary one is used."""
+        return self._layout.base != self._configured
+
+    # -- reading -------------------------------------------------------------------------
+
+    def lookup(self, key: str) -> Optional[Entry]:
+        """The entry for ``key``, or ``None`` (a miss: call :meth:`build`).
+
+        Memory first, then disk. A damaged entry is a miss with a
+        :class:`~heterosymnn.errors.CompilationWarning` saying what is wrong;
+        :meth:`build` then replaces it under the key's lock.
+        """
+        check_key(key)
+        entry = self._memory.entry(key)
+        if entry is not None:
+            if (entry.path / META_NAME).exists():  # one stat: catches a concurrent clear()
+                self._memory.count(memory_hits=1)
+                return entry
+            self._memory.forget(key)
+        entry = self._from_disk(key, repair=False)
+        if entry is not None:
+            self._memory.count(disk_hits=1)
+        return entry
+
+    def remember(self, key: str, obj: Any) -> None:
+        """Keep a loaded object (e.g. an extension module) for ``key`` in this process."""
+        self._memory.remember(check_key(key), obj)
+
+    def recall(self, key: str) -> Optional[Any]:
+        """The object :meth:`remember` kept for ``key`` (counted as a memory hit), or ``None``."""
+        return self._memory.recall(key)
+
+    def stats(self) -> CacheStats:
+        """Counters of this instance: builds, functions_built, disk_hits, memory_hits."""
+        return self._memory.stats()
+
+    def reset_stats(self) -> None:
+        """Zero this instance's counters (entries and objects stay in memory)."""
+        self._memory.reset_stats()
+
+    # -- writing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, keys: Sequence[str]) -> Iterator[None]:
+        """Hold the locks of several keys (sorted order: deadlock-free).
+
+        For callers that build several keys in one compiler run: inside the
+        block, :meth:`lookup` tells what is missing and :meth:`build` or
+        :meth:`publish` on any of these keys re-enters the held lock.
+        """
+        keys = [check_key(k) for k in keys]
+        layout = self._ensure_ready()
+        paths = [layout.lock_path(k) for k in keys]
+        with locks.hold_many(paths, settings().lock_timeout, f"building {len(keys)} kernel(s)"):
+            yield
+
+    def build(self, key: str, builder: Builder) -> Entry:
+        """The entry for ``key``: looked up, else built and published under its lock.
+
+        After taking the lock the entry is looked up again, so of many processes
+        asking for the same missing key at once, one builds and the others wait
+        and reuse its entry.
+
+        Parameters
+        ----------
+        key : str
+            From :func:`~heterosymnn.cache.key.cache_key`.
+        builder : callable
+            ``builder(build_dir) -> metadata``: writes the artifact files into the
+            empty private directory ``build_dir`` and returns JSON-serializable
+            metadata (``toolchain``, ``functions``... are logged).
+
+        Returns
+        -------
+        Entry
+            The published entry (possibly built by another process meanwhile).
+
+        Raises
+        ------
+        CacheError
+            If the key's lock is not obtained within ``HETEROSYMNN_LOCK_TIMEOUT``.
+        Exception
+            Whatever the builder raises; its temporary directory is removed.
+        """
+        entry = self.lookup(key)
+        if entry is not None:
+            return entry
+        try:
+            return self._build(key, builder)
+        except Unusable as exc:
+            with self._ready_lock:
+                if self._layout.base == exc.base:  # another thread may have switched already
+                    self._switch(exc.error)
+            return self._build(key, builder)
+
+    def publish(self, key: str, files: Mapping[str, PathLike], metadata: Optional[Mapping[str, Any]] = None) -> Entry:
+        """Publish existing files (copied) as the entry for ``key``; see :meth:`build`."""
+
+        def copy(build_dir: Path) -> Optional[Mapping[str, Any]]:
+            for name, source in files.items():
+                target = build_dir.joinpath(*name.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+            return metadata
+
+        return self.build(key, copy)
+
+    def invalidate(self, entry: Entry, reason: str) -> None:
+        """Report that ``entry`` failed to load, and remove it so it is rebuilt.
+
+        Only the very entry that failed is removed: if another process has
+        republished the key meanwhile, the new entry stays.
+        """
+        self._memory.forget(entry.key)
+        warnings.warn(
+            f"the kernel cache entry {entry.path} could not be used ({reason}); it will be rebuilt",
+            CompilationWarning,
+            stacklevel=2,
+        )
+        with locks.hold(self._layout.lock_path(entry.key), settings().lock_timeout):
+            meta, _ = verify(entry.path, entry.key)
+            same = meta is None or (meta.get("created"), meta.get("pid")) == (
+                entry.meta.get("created"), entry.meta.get("pid"))
+            if same and entry.path.exists():
+                note = move_aside(entry.path, self._layout.trash)
+                if note:
+                    log.warning("could not remove %s: %s", entry.path, note)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _ensure_ready(self) -> Layout:
+        with self._ready_lock:
+            if not self._ready:
+                try:
+                    self._layout.prepare()
+                except OSError as exc:
+                    self._switch(exc)
+                self._ready = True
+            return self._layout
+
+    def _switch(self, error: OSError) -> None:
+        if self.is_fallback:
+            raise CacheError(f"the temporary kernel cache {self._layout.base} is unusable too: {error}") from error
+        try:
+            self._layout = fallback_layout(self._configured, error)
+            self._layout.prepare()
+        except OSError as exc:
+            raise CacheError(f"no usable kernel cache directory: {error}; then {exc}") from exc
+        self._ready = True
+
+    def _from_disk(self, key: str, repair: bool) -> Optional[Entry]:
+        layout = self._layout
+        path = layout.entry_dir(key)
+        if not path.is_dir():
+            return None
+        meta, reason = verify(path, key)
+        if meta is None:
+            if not path.exists():
+                return None  # removed while we looked (clear, prune): a plain miss
+            if self._memory.first_warning(key):
+                warnings.warn(f"the kernel cache entry {path} is unusable: {reason}; it will be rebuilt",
+                              CompilationWarning, stacklevel=3)
+            if repair:  # only under the key's lock: nobody can be publishing a good one now
+                note = move_aside(path, layout.trash)
+                if note:
+                    log.warning("could not move the broken entry aside: %s", note)
+            return None
+        entry = Entry(key, path, meta)
+        self._memory.add_entry(entry)
+        if self._memory.first_touch(key):
+            _touch(path)
+        return entry
+
+    def _build(self, key: str, builder: Builder) -> Entry:
+        layout = self._ensure_ready()
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(locks.hold(layout.lock_path(key), settings().lock_timeout,
+                                               f"building kernel {key[:12]}"))
+            except CacheError:
+                raise
+            except OSError as exc:
+                raise Unusable(exc, layout.base) from exc
+            entry = self._from_disk(key, repair=True)  # another process may have built it
+            if entry is not None:
+                self._memory.count(disk_hits=1)
+                return entry
+            try:
+                entry, seconds = make(layout, key, builder)
+            except Unusable as exc:
+                exc.base = layout.base
+                raise
+            return self._built(layout, entry, seconds)
+
+    def _built(self, layout: Layout, entry: Entry, seconds: float) -> Entry:
+        mark_verified(entry.path, entry.meta)
+        self._memory.add_entry(entry)
+        self._memory.first_touch(entry.key)  # just written: its mtime is already fresh
+        functions = function_count(entry.meta.get("functions"))
+        self._memory.count(builds=1, functions_built=functions or 0)
+        record = {
+            "key": entry.key, "pid": os.getpid(), "functions": functions, "seconds": round(seconds, 6),
+            "toolchain": entry.meta.get("toolchain"), "kind": entry.meta.get("kind"),
+            "created": entry.meta.get("created"), "bytes": sum(entry.meta.get("sizes", {}).values()),
+        }
+        buildlog.append(layout.log, record)
+        log.info("built cache entry %s in %.2f s (%s function(s))", entry.key[:12], seconds, functions)
+        return entry
+
+
+def _touch(path: Path) -> None:
+    # The entry directory's mtime is its last-use time for prune (LRU); a
+    # read-only cache simply keeps the creation time.
+    try:
+        os.utime(path, None)
+    except OSError:
+        pass
+
+
+_defaults: Dict[str, KernelCache] = {}
+_defaults_lock = threading.Lock()
+
+
+def default_cache() -> KernelCache:
+    """The process-wide cache for the directory configured *now* (follows ``override()``)."""
+    base = str(configured_base())
+    with _defaults_lock:
+        cache = _defaults.get(base)
+        if cache is None:
+            cache = _defaults[base] = KernelCache(base)
+        return cache
+
+
+def stats() -> CacheStats:
+    """Counters of the default cache (see :class:`CacheStats`)."""
+    return default_cache().stats()
+
+
+def reset_stats() -> None:
+    """Zero the counters of the default cache."""
+    default_cache().reset_stats()
