@@ -266,6 +266,10 @@ class KernelCache:
         mark_verified(entry.path, entry.meta)
         self._memory.add_entry(entry)
         self._memory.first_touch(entry.key)  # just written: its mtime is already fresh
+        if entry.meta.get("bookkeeping"):
+            # Small records (a layer plan, a pointer to the module holding a
+            # function) are not builds: counting them would hide real compiles.
+            return entry
         functions = function_count(entry.meta.get("functions"))
         self._memory.count(builds=1, functions_built=functions or 0)
         record = {

@@ -13,11 +13,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import config
-from ..backends.base import AUTO, GPU_CUDA, Kernels
+from ..backends.base import AUTO, CPU_PYTHON, Kernels
 from ..errors import InvalidDeviceIDError
-from ..symbolic.layer import analyze
 from ..symbolic.modes import LOSS, MODES
 from . import arrays
+from .frontend import LayerSource
 from .selection import normalize_method, select_backend
 
 DTYPES = ("float32", "float64")
@@ -81,7 +81,13 @@ class SymbolicJITCompiler:
         self.strict = bool(strict) or config.settings().strict
         self.device_id = _check_device_id(device_id)
         self.configs = list(configs) if not isinstance(configs, (str, bytes)) else configs
-        self._layer = analyze(self.configs, mode)
+        # Compiled backends keep the layer plan in the kernel cache (warm starts skip SymPy).
+        cache = None
+        if self.requested_method != CPU_PYTHON:
+            from ..cache import default_cache
+
+            cache = default_cache()
+        self._layer = LayerSource(self.configs, mode, cache)
         self._plan = self._layer.plan
         self._params = self._plan.initial_params()
         self._elementwise_loss = mode == LOSS and self._plan.n_nodes == 1

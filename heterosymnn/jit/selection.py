@@ -24,6 +24,7 @@ FALLBACKS = {
 # missing optional dependency (CuPy) never breaks importing heterosymnn.
 BUILDERS: Dict[str, str] = {
     CPU_PYTHON: "heterosymnn.backends.python:build",
+    CPU_JIT: "heterosymnn.backends.cpu_jit:build",
 }
 
 

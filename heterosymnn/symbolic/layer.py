@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -20,6 +18,7 @@ from ..errors import CompilationWarning, FormulaParsingError
 from . import grammar
 from .derivative import DerivativeProblem, differentiate
 from .named import NAMED, is_named_for_mode, named_calls, whole_config_call
+from .configs import normalize_config
 from .parser import FormulaSyntaxProblem, ParseContext, names_in, parse
 from .plan import LayerPlan
 from .slots import to_slots
@@ -39,32 +38,6 @@ class _ParsedNode:
     key: str
     slot_names: Tuple[str, ...]
     named_defaults: Tuple[Tuple[str, float], ...]
-
-
-def normalize_config(config: Any) -> Tuple[str, Dict[str, float]]:
-    """``"relu"`` or ``(expression, constants)`` -> ``(expression, constants)``, validated."""
-    if isinstance(config, str):
-        return config, {}
-    if isinstance(config, (tuple, list)) and 1 <= len(config) <= 2 and isinstance(config[0], str):
-        constants = config[1] if len(config) == 2 else {}
-        if constants is None:
-            constants = {}
-        if not isinstance(constants, Mapping):
-            raise FormulaSyntaxProblem(
-                f"the constants of a node must be a dict of name -> number, got {type(constants).__name__}")
-        return config[0], {name: _constant_value(name, value) for name, value in constants.items()}
-    raise FormulaSyntaxProblem(
-        f"a node config must be a formula string or a (formula, constants_dict) pair, got {config!r:.80}")
-
-
-def _constant_value(name: Any, value: Any) -> float:
-    if not isinstance(name, str) or not name.isidentifier():
-        raise FormulaSyntaxProblem(f"constant name {name!r} is not an identifier")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise FormulaSyntaxProblem(f"constant '{name}' must be a real number, got {value!r:.40}")
-    if not math.isfinite(float(value)):
-        raise FormulaSyntaxProblem(f"constant '{name}' must be finite, got {value}")
-    return float(value)
 
 
 def _variables(text: str, constants: Mapping[str, float], mode: str) -> Dict[str, sp.Symbol]:

@@ -18,6 +18,7 @@ from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple
 import sympy as sp
 
 from . import grammar
+from .configs import FormulaSyntaxProblem
 
 MAX_TEXT_LENGTH = 10_000
 MAX_DEPTH = 100
@@ -26,8 +27,6 @@ MAX_MAGNITUDE = sp.Float(1.7976931348623157e308)
 CONSTANT_PREFIX = "const:"
 
 
-class FormulaSyntaxProblem(Exception):
-    """One reason a formula is rejected (message meant for the user)."""
 
 
 @dataclasses.dataclass(frozen=True)

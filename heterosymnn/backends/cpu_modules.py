@@ -1,0 +1,185 @@
+"""Built C modules for CPU_JIT: find them in the cache, build what is missing, load them.
+
+The unit of caching is one *structure* (one distinct formula shape) per dtype
+and toolchain: its cache entry is a small record pointing at the compiled
+module that holds its row functions. All structures missing for one layer are
+compiled together (one compiler run, or a few in parallel when there are
+many), so a layer whose functions are all known loads without any compiler
+call, and a layer adding one new function compiles just that one.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib.machinery
+import importlib.util
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..cache import KernelCache, cache_key
+from ..config import settings
+from ..errors import JITCompilationError
+from ..toolchains import Toolchain
+from .cffi_build import BuildRequest, build_extension
+
+log = logging.getLogger(__name__)
+
+LIBMVEC_DEFINE = "-DHS_USE_LIBMVEC"
+# Above this many new functions, split the build over parallel compiler processes.
+FUNCTIONS_PER_BUILD = 24
+
+
+@dataclasses.dataclass(frozen=True)
+class RowFunctions:
+    """Where a structure's compiled row functions live."""
+
+    module: Any  # the loaded cffi extension module (has .ffi and .lib)
+    forward: str
+    backward: str
+
+
+def _compile_args(toolchain: Toolchain) -> Tuple[str, ...]:
+    args = tuple(toolchain.compile_args)
+    if any(arg in ("-lmvec", "mvec.lib") for arg in toolchain.link_args):
+        args += (LIBMVEC_DEFINE,)
+    return args
+
+
+def _key(kind: str, source: str, toolchain: Toolchain, dtype: str) -> str:
+    return cache_key(kind, source=source, toolchain_identity=toolchain.identity(),
+                     flags=_compile_args(toolchain) + tuple(toolchain.link_args),
+                     extra={"dtype": dtype, "openmp": str(toolchain.openmp)})
+
+
+def structure_entry_key(structure_key: str, toolchain: Toolchain, dtype: str) -> str:
+    """Cache key of one structure's record (computable without SymPy or source)."""
+    return _key("c-structure", f"structure:{structure_key}", toolchain, dtype)
+
+
+def load_extension(cache: KernelCache, module_key: str) -> Optional[Any]:
+    """The loaded extension module of a cache entry, or None when it is missing or broken."""
+    module = cache.recall(module_key)
+    if module is not None:
+        return module
+    entry = cache.lookup(module_key)
+    if entry is None:
+        return None
+    name = entry.meta.get("module_name")
+    try:
+        path = entry.file(entry.meta["artifact"])
+        loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+        spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+    except (ImportError, OSError, KeyError, TypeError) as exc:
+        cache.invalidate(entry, f"the compiled module could not be loaded: {exc}")
+        return None
+    cache.remember(module_key, module)
+    return module
+
+
+def build_module(cache: KernelCache, kind: str, module_prefix: str, source: str, cdef: str,
+                 toolchain: Toolchain, dtype: str, functions: int) -> Any:
+    """Compile (or find) one extension module for ``source`` and load it."""
+    module_key = _key(kind, source, toolchain, dtype)
+    module = load_extension(cache, module_key)
+    if module is not None:
+        return module
+    module_name = f"{module_prefix}_{module_key[:20]}"
+    failed_source = cache.root / "failed" / f"{module_name}.c"
+
+    def builder(workdir: Path) -> Dict[str, Any]:
+        request = BuildRequest(
+            module_name=module_name, source=source, cdef=cdef,
+            compile_args=_compile_args(toolchain), link_args=tuple(toolchain.link_args),
+            env=tuple(toolchain.build_env), compiler_type=toolchain.compiler_type)
+        log.info("compiling %d function(s) with %s %s", functions, toolchain.name, toolchain.version)
+        result = build_extension(request, workdir / "build", settings().build_timeout, failed_source)
+        artifact = result.artifact.name
+        os.replace(result.artifact, workdir / artifact)
+        _remove_tree(workdir / "build")
+        return {"module_name": module_name, "artifact": artifact, "functions": functions,
+                "toolchain": f"{toolchain.name} {toolchain.version}", "kind": kind, "dtype": dtype}
+
+    cache.build(module_key, builder)
+    module = load_extension(cache, module_key)
+    if module is None:
+        raise JITCompilationError(f"the module {module_name} was built but could not be loaded")
+    return module
+
+
+def find_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolchain,
+                    dtype: str) -> Dict[str, RowFunctions]:
+    """Row functions of the structures already in the cache (the others are absent)."""
+    found: Dict[str, RowFunctions] = {}
+    for key in keys:
+        entry = cache.lookup(structure_entry_key(key, toolchain, dtype))
+        if entry is None:
+            continue
+        module = load_extension(cache, entry.meta["module"])
+        if module is not None:
+            found[key] = RowFunctions(module, entry.meta["forward"], entry.meta["backward"])
+    return found
+
+
+def ensure_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolchain, dtype: str,
+                      structures_for: Callable[[Sequence[str]], Sequence[Any]]) -> Dict[str, RowFunctions]:
+    """Row functions of every structure in ``keys``, compiling the missing ones.
+
+    ``structures_for(keys)`` returns the symbolic structures to compile; it is
+    only called when something is missing (so a warm start never needs SymPy).
+    """
+    found = find_structures(cache, keys, toolchain, dtype)
+    missing = [k for k in dict.fromkeys(keys) if k not in found]
+    if not missing:
+        return found
+    record_keys = [structure_entry_key(k, toolchain, dtype) for k in missing]
+    with cache.locked(record_keys):
+        # Another process may have built them while we waited for the locks.
+        found.update(find_structures(cache, missing, toolchain, dtype))
+        missing = [k for k in missing if k not in found]
+        if missing:
+            found.update(_compile(cache, missing, toolchain, dtype, structures_for))
+    return found
+
+
+def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: str,
+             structures_for: Callable[[Sequence[str]], Sequence[Any]]) -> Dict[str, RowFunctions]:
+    from ..codegen.c_source import render_c_module  # SymPy-based: only when compiling
+
+    structures = list(structures_for(missing))
+    n_builds = max(1, math.ceil(len(structures) / FUNCTIONS_PER_BUILD))
+    groups = [structures[i::n_builds] for i in range(n_builds)]
+
+    def build_group(group: Sequence[Any]) -> Dict[str, RowFunctions]:
+        generated = render_c_module(group, dtype)
+        module = build_module(cache, "c-module", "_hsnn_rows", generated.source, generated.cdef,
+                              toolchain, dtype, functions=len(group))
+        rows = {}
+        for structure in group:
+            forward, backward = generated.functions[structure.key]
+            cache.publish(structure_entry_key(structure.key, toolchain, dtype), {}, {
+                "bookkeeping": True, "module": _key("c-module", generated.source, toolchain, dtype),
+                "forward": forward, "backward": backward})
+            rows[structure.key] = RowFunctions(module, forward, backward)
+        return rows
+
+    start = time.perf_counter()
+    result: Dict[str, RowFunctions] = {}
+    if len(groups) == 1:
+        result.update(build_group(groups[0]))
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 2)) as pool:
+            for rows in pool.map(build_group, groups):
+                result.update(rows)
+    log.info("compiled %d new function(s) in %.2f s", len(structures), time.perf_counter() - start)
+    return result
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""Remember the detected toolchain on disk, so a warm process skips the probes.
+
+Detection compiles and runs small probe programs (OpenMP, libmvec), about
+0.2 s; a worker process that only loads cached kernels must not pay that.
+The result is stored in the cache root under a fingerprint of everything
+detection depends on (the settings, ``CC``, ``PATH``, the interpreter, and
+the size and modification time of each candidate compiler), so installing or
+upgrading a compiler, or changing the environment, detects again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..config import settings
+from .select import find_toolchain
+from .toolchain import Toolchain
+
+FILE_NAME = "toolchain.json"
+_CANDIDATES = ("cc", "gcc", "clang", "cl")
+
+
+def _stat(command: Optional[str]) -> Any:
+    if not command:
+        return None
+    path = shutil.which(command.split()[0]) if command.split() else None
+    if path is None:
+        return [command, None]
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [command, None]
+    return [command, os.path.realpath(path), info.st_size, info.st_mtime_ns]
+
+
+def fingerprint() -> str:
+    current = settings()
+    facts = {
+        "settings": [current.cc, current.toolchain],
+        "CC": os.environ.get("CC"),
+        "PATH": os.environ.get("PATH"),
+        "python": sys.executable,
+        "compilers": [_stat(c) for c in (current.cc, os.environ.get("CC"), *_CANDIDATES)],
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def find_toolchain_persisted(cache: Any) -> Toolchain:
+    """Like :func:`find_toolchain`, but answered from the cache root when nothing changed."""
+    path = Path(cache.root) / FILE_NAME
+    key = fingerprint()
+    stored = _read(path)
+    if key in stored:
+        try:
+            return _from_json(stored[key])
+        except (TypeError, KeyError):
+            pass
+    toolchain = find_toolchain()
+    stored = {key: dataclasses.asdict(toolchain)}  # keep only the current answer
+    _write(path, stored)
+    return toolchain
+
+
+def _from_json(data: Dict[str, Any]) -> Toolchain:
+    fields = dict(data)
+    for name in ("compile_args", "link_args"):
+        fields[name] = tuple(fields[name])
+    fields["build_env"] = tuple(tuple(pair) for pair in fields["build_env"])
+    return Toolchain(**fields)
+
+
+def _read(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, data: Dict[str, Any]) -> None:
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:  # a read-only cache only means detecting again next time
+        try:
+            temporary.unlink()
+        except OSError:
+            pass
