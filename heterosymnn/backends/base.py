@@ -1,8 +1,10 @@
 """What every backend hands the compiler: a :class:`Kernels` object.
 
-Arrays reaching a backend are already checked by the compiler: 2-D
-``(rows, cols)``, C-contiguous, of the compiler's dtype, on the right device,
-and ``out`` never overlaps the inputs.
+Arrays reaching a backend are already checked by the compiler: C-contiguous,
+all of one shape, of the compiler's dtype, on the right device, not empty, and
+``out`` never overlaps the inputs. Their ``size`` is a multiple of the layer's
+node count; node ``r`` owns the ``r``-th contiguous block (a 1-D ``(n,)``
+array is ``n`` rows of one element; a single-config loss is one row).
 """
 from __future__ import annotations
 

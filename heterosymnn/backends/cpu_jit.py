@@ -35,7 +35,7 @@ class CffiKernels:
         self._pointer = _CTYPES[dtype]
         self._threads = int(settings().num_threads)
         fn_type = runtime_source.row_fn_type
-        n = plan.n_nodes
+        n = self._rows = plan.n_nodes
         self._forward_table = ffi.new(f"{fn_type}[]", n)
         self._backward_table = ffi.new(f"{fn_type}[]", n)
         for node, index in enumerate(plan.node_structure):
@@ -54,14 +54,14 @@ class CffiKernels:
     def forward(self, a: np.ndarray, b: Optional[np.ndarray], out: np.ndarray) -> None:
         ffi = self._ffi
         second = ffi.from_buffer(self._pointer, b) if self._loss else ffi.NULL
-        self._run(self._forward_table, a.shape[0], a.shape[1], ffi.from_buffer(self._pointer, a), second,
+        self._run(self._forward_table, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a), second,
                   ffi.NULL, ffi.from_buffer(self._pointer, out), self._params_pointer, self._stride, self._threads)
 
     def backward(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         ffi = self._ffi
         other = ffi.from_buffer(self._pointer, b)
         loss_input, gradient = (other, ffi.NULL) if self._loss else (ffi.NULL, other)
-        self._run(self._backward_table, a.shape[0], a.shape[1], ffi.from_buffer(self._pointer, a), loss_input,
+        self._run(self._backward_table, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a), loss_input,
                   gradient, ffi.from_buffer(self._pointer, out), self._params_pointer, self._stride, self._threads)
 
 

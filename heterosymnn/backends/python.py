@@ -102,6 +102,7 @@ class NumpyKernels:
     def __init__(self, plan: LayerPlan, structures: Sequence[Structure], dtype: str, params: np.ndarray):
         self.dtype = np.dtype(dtype)
         self.loss = plan.mode == "loss"
+        self.n_rows = plan.n_nodes
         self.groups: List[_Group] = [
             _Group(structure, plan.nodes_of(index)) for index, structure in enumerate(structures)
         ]
@@ -113,6 +114,10 @@ class NumpyKernels:
 
     def _run(self, which: str, a: np.ndarray, b: Optional[np.ndarray], out: np.ndarray,
              scale: Optional[np.ndarray] = None) -> None:
+        rows = self.n_rows
+        a, out = a.reshape(rows, -1), out.reshape(rows, -1)
+        b = None if b is None else b.reshape(rows, -1)
+        scale = None if scale is None else scale.reshape(rows, -1)
         with np.errstate(all="ignore"):
             for group in self.groups:
                 rows = group.rows

@@ -92,6 +92,9 @@ class SymbolicJITCompiler:
         self._params = self._plan.initial_params()
         self._elementwise_loss = mode == LOSS and self._plan.n_nodes == 1
         self._kernels = self._select()
+        self._ndarray = self._kernels.array_module.ndarray
+        self._empty = self._kernels.array_module.empty
+        self._n_nodes = self._plan.n_nodes
         self.forward_kernel = self._loss_forward if mode == LOSS else self._activation_forward
         self.backward_kernel = self._loss_backward if mode == LOSS else self._activation_backward
 
@@ -158,11 +161,36 @@ class SymbolicJITCompiler:
         self.device_id = new_id
 
     # -- kernels -----------------------------------------------------------------------
+    # Each kernel first tries a fast path for the common call (contiguous arrays of the
+    # right type, dtype and rows; ``out`` absent or distinct): on a 32-node layer the
+    # checks would otherwise cost more than the C function. Anything unusual goes
+    # through the full checks, which also produce the error messages.
+    def _ready(self, array: Any) -> bool:
+        return (type(array) is self._ndarray and array.dtype == self.dtype and array.flags.c_contiguous
+                and (self._elementwise_loss or (0 < array.ndim <= 2 and array.shape[0] == self._n_nodes)))
+
+    def _fresh_out(self, out: Any, like: Any) -> bool:
+        return (type(out) is self._ndarray and out.shape == like.shape and out.dtype == self.dtype
+                and out.flags.c_contiguous and out.base is None and like.base is None and out is not like)
+
     def _activation_forward(self, z: Any, out: Any = None) -> Any:
+        if self._ready(z) and (out is None or self._fresh_out(out, z)):
+            if out is None:
+                out = self._empty(z.shape, self.dtype)
+            if z.size:
+                self._kernels.forward(z, None, out)
+            return out
         z = arrays.as_input(z, "z", self.dtype, self._kernels.array_module)
         return self._call(self._kernels.forward, z, None, out, ("z",))
 
     def _activation_backward(self, z: Any, grad: Any, out: Any = None) -> Any:
+        if (self._ready(z) and self._ready(grad) and z.shape == grad.shape
+                and (out is None or (self._fresh_out(out, z) and grad.base is None and out is not grad))):
+            if out is None:
+                out = self._empty(z.shape, self.dtype)
+            if z.size:
+                self._kernels.backward(z, grad, out)
+            return out
         xp = self._kernels.array_module
         z = arrays.as_input(z, "z", self.dtype, xp)
         grad = arrays.as_input(grad, "grad", self.dtype, xp)
@@ -183,15 +211,17 @@ class SymbolicJITCompiler:
         return self._call(kernel, y_pred, y_true, out, ("y_pred", "y_true"))
 
     def _call(self, kernel, a: Any, b: Optional[Any], out: Any, names: tuple) -> Any:
+        """The checked path: shapes validated, overlapping ``out`` handled."""
         xp = self._kernels.array_module
         inputs = (a,) if b is None else (a, b)
         out, overlap = arrays.output(out, a.shape, self.dtype, inputs, xp)
         if overlap:
             a, b = a.copy(), (None if b is None else b.copy())
-        a2 = arrays.rows_view(a, self.n_nodes, names[0], self._elementwise_loss)
-        b2 = None if b is None else arrays.rows_view(b, self.n_nodes, names[1], self._elementwise_loss)
-        if a2.size:
-            kernel(a2, b2, out.reshape(a2.shape))
+        arrays.rows_view(a, self.n_nodes, names[0], self._elementwise_loss)
+        if b is not None:
+            arrays.rows_view(b, self.n_nodes, names[1], self._elementwise_loss)
+        if a.size:
+            kernel(a, b, out)
         return out
 
     # -- pickling ----------------------------------------------------------------------
