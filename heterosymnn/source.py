@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .symbolic.layer import analyze
-
 TARGETS = ("python", "c", "cuda")
 
 
@@ -25,6 +23,8 @@ def render_source(configs: Sequence[Any], target: str = "c", mode: str = "activa
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    from .symbolic.layer import analyze
+
     layer = analyze(configs, mode)
     if target == "python":
         from .backends.python import numpy_source

@@ -14,9 +14,8 @@ import sysconfig
 import types
 from typing import Dict, Mapping, Sequence
 
-#: Bump when generated source for the same expression changes meaning
-#: (new kernel template, new calling convention...): old entries stop matching.
-CODEGEN_VERSION = 1
+# One version number, owned by the code generator: bumping it retires old entries.
+from ..codegen.dtypes import CODEGEN_VERSION
 
 #: Bump when the on-disk layout of the cache changes: a new ``v<N>`` folder is used.
 CACHE_SCHEMA = 1

@@ -1,1 +1,47 @@
-"""codegen stage of heterosymnn."""
+"""Expression -> source: SymPy printers for C (and later CUDA), kernel
+templates and the cffi declarations of what they define.
+
+Public entry points
+-------------------
+render_c(structures, dtype)          full C source, for users who want to read it
+render_c_module(structures, dtype)   source + cffi cdef + name table (CModule)
+render_runtime(dtype)                the generic layer driver (RuntimeSource)
+CPrinter                             the SymPy printer the C family builds on
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Attributes load their module on first use: the runtime driver and the version
+# are needed by warm starts, which must not import SymPy (the printers do).
+_EXPORTS = {
+    "LIBMVEC_MACRO": "c_prelude",
+    "OPENMP_SIMD_MACRO": "c_prelude",
+    "CPrinter": "c_printer",
+    "DTYPES": "dtypes",
+    "UnsupportedExpressionError": "common",
+    "CHUNK_ELEMENTS": "c_runtime",
+    "PARALLEL_MIN_ELEMENTS": "c_runtime",
+    "RuntimeSource": "c_runtime",
+    "render_runtime": "c_runtime",
+    "CODEGEN_VERSION": "dtypes",
+    "GCC_FLAGS": "c_source",
+    "LIBMVEC_COMPILE_FLAGS": "c_source",
+    "LIBMVEC_LIBRARIES": "c_source",
+    "CModule": "c_source",
+    "render_c": "c_source",
+    "render_c_module": "c_source",
+    "row_function_names": "c_source",
+    "Lowered": "lowering",
+    "lower": "lowering",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'heterosymnn.codegen' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"heterosymnn.codegen.{module}"), name)

@@ -23,7 +23,7 @@ from ..config import settings
 from .isa import host_level, isa_candidates
 from .openmp import OpenMPSupport, probe_flags, probe_libmvec, probe_openmp
 from .probe import build_probe, run_command
-from .toolchain import DetectorResult, Toolchain, join_command, split_command, unix_build_env
+from .toolchain import FLOAT_SEMANTICS_ARGS, DetectorResult, Toolchain, join_command, split_command, unix_build_env
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,7 @@ def _target_problem(macros: Mapping[str, str]) -> Optional[str]:
 
 
 def _base_args(isa_args: Tuple[str, ...]) -> Tuple[str, ...]:
-    # -fno-math-errno lets sqrt & co. vectorise; NaN/inf semantics are kept
-    # (never -ffast-math, which would break them).
-    return ("-O3",) + isa_args + ("-fno-math-errno",)
+    return ("-O3",) + isa_args + FLOAT_SEMANTICS_ARGS
 
 
 def _choose_flags(argv: Tuple[str, ...], family: str, version: str, apple: bool, level: str

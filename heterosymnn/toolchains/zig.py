@@ -22,7 +22,7 @@ from ..errors import JITCompilationError, ToolchainNotFoundError
 from .isa import host_level, isa_candidates
 from .openmp import probe_flags
 from .probe import run_command
-from .toolchain import DetectorResult, Toolchain, join_command, unix_build_env
+from .toolchain import FLOAT_SEMANTICS_ARGS, DetectorResult, Toolchain, join_command, unix_build_env
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def detect_zig() -> DetectorResult:
     version = result.output.strip().splitlines()[-1]
     cc = zig + ("cc",)
     for isa, isa_args in isa_candidates("zig", host_level()):
-        if probe_flags(cc, version, ("-O3",) + isa_args + ("-fno-math-errno",), cache_env):
+        if probe_flags(cc, version, ("-O3",) + isa_args + FLOAT_SEMANTICS_ARGS, cache_env):
             break
     else:
         return DetectorResult(NAME, None, f"zig {version} rejects every CPU level tried "
@@ -120,7 +120,7 @@ def detect_zig() -> DetectorResult:
     toolchain = Toolchain(
         name=NAME, path=join_command(zig), version=version,
         # -g0 cancels the -g in Python's CFLAGS (debug info slows every build).
-        compile_args=("-O3",) + isa_args + ("-fno-math-errno",) + simd + ("-g0",),
+        compile_args=("-O3",) + isa_args + FLOAT_SEMANTICS_ARGS + simd + ("-g0",),
         # The CPU flag at link time too: zig builds its runtime for the link
         # target, which must not default to the build machine's CPU.
         link_args=("-O2",) + isa_args,

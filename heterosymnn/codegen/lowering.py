@@ -1,0 +1,100 @@
+"""Target-neutral lowering of an expression into straight-line code.
+
+A kernel body is a list of temporaries followed by one result expression.
+Common subexpressions (``tanh(x)`` in ``1 - tanh(x)**2``) are computed once,
+and the base of every power that the printers expand into a product
+(``(x + 1)**2`` -> ``t*t``) is bound to a temporary first, so the product never
+repeats a long expression. Shared by the C and CUDA printers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, List, Sequence, Tuple
+
+import sympy as sp
+from sympy.logic.boolalg import Boolean
+
+#: Integer exponents up to this magnitude are printed as products; beyond it
+#: a chain of products loses more accuracy than pow() and stops being cheaper.
+MAX_EXPANDED_POWER = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Lowered:
+    """Straight-line form of one or more expressions.
+
+    Attributes
+    ----------
+    temps : tuple of (sympy.Symbol, sympy.Basic)
+        Temporaries in evaluation order; each may use the earlier ones.
+    results : tuple of sympy.Basic
+        The lowered expressions, in the order given to :func:`lower`.
+    """
+
+    temps: Tuple[Tuple[sp.Symbol, sp.Basic], ...]
+    results: Tuple[sp.Basic, ...]
+
+    def free_symbols(self) -> set:
+        """Symbols used by the temporaries and results, temporaries excluded."""
+        used: set = set()
+        for _, value in self.temps:
+            used |= value.free_symbols
+        for result in self.results:
+            used |= result.free_symbols
+        return used - {name for name, _ in self.temps}
+
+
+def sin_cos_pairs(lowered: Lowered) -> set:
+    """Arguments that appear both in a ``sin`` and a ``cos`` of ``lowered``."""
+    sins, coss = set(), set()
+    for value in [v for _, v in lowered.temps] + list(lowered.results):
+        sins |= {f.args[0] for f in value.atoms(sp.sin)}
+        coss |= {f.args[0] for f in value.atoms(sp.cos)}
+    return sins & coss
+
+
+def is_boolean(expr: sp.Basic) -> bool:
+    """True for conditions (relationals, And/Or/Not), which live in an ``int``."""
+    return isinstance(expr, Boolean)
+
+
+def expands_to_product(exp: sp.Basic) -> bool:
+    """Whether a printer writes ``base**exp`` as a product of ``base``."""
+    if not (exp.is_Number and exp.is_finite):
+        return False
+    value = float(exp)
+    return value.is_integer() and 2 <= abs(value) <= MAX_EXPANDED_POWER
+
+
+def lower(exprs: Sequence[sp.Basic], prefix: str = "t") -> Lowered:
+    """Common-subexpression-eliminate ``exprs`` and bind expanded power bases.
+
+    Parameters
+    ----------
+    exprs : sequence of sympy.Basic
+        Expressions evaluated together (one loop body).
+    prefix : str
+        Name prefix of the temporaries (``t0``, ``t1``, ...).
+    """
+    names: Iterator[sp.Symbol] = sp.numbered_symbols(prefix, real=True)
+    replacements, reduced = sp.cse(list(exprs), symbols=names)
+    temps: List[Tuple[sp.Symbol, sp.Basic]] = []
+    for name, value in replacements:
+        temps.append((name, _bind_power_bases(value, temps, names)))
+    results = tuple(_bind_power_bases(r, temps, names) for r in reduced)
+    return Lowered(tuple(temps), results)
+
+
+def _bind_power_bases(expr: sp.Basic, temps: List[Tuple[sp.Symbol, sp.Basic]],
+                      names: Iterator[sp.Symbol]) -> sp.Basic:
+    if expr.is_Atom:
+        return expr
+    args = tuple(_bind_power_bases(arg, temps, names) for arg in expr.args)
+    if args != expr.args:
+        expr = expr.func(*args)
+    if (isinstance(expr, sp.Pow) and expands_to_product(expr.exp)
+            and not (expr.base.is_Symbol or expr.base.is_Number)):
+        name = next(names)
+        temps.append((name, expr.base))
+        expr = sp.Pow(name, expr.exp, evaluate=False)
+    return expr

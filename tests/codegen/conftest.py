@@ -1,0 +1,38 @@
+"""Fixtures of the codegen tests; the helpers live in codegen_support."""
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+# the helper module sits next to this file, whatever pytest's import mode
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from codegen_support import (  # noqa: E402
+    CORPUS, DTYPES, Built, build_cffi, fast_flags, have_gcc,
+)
+from heterosymnn.codegen import render_c_module, render_runtime  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Dict[str, Built]:
+    """The whole corpus and the runtime, built once per dtype (in parallel)."""
+    if not have_gcc():
+        pytest.skip("no gcc on PATH")
+    root = tmp_path_factory.mktemp("codegen_build")
+    flags = fast_flags()
+
+    def one(dtype: str):
+        cm = render_c_module(CORPUS, dtype)
+        rs = render_runtime(dtype)
+        tag = dtype[-2:]
+        k = build_cffi(root / f"k{tag}", f"_hs_test_kernels_{tag}", cm.cdef, cm.source, **flags)
+        r = build_cffi(root / f"r{tag}", f"_hs_test_runtime_{tag}", rs.cdef, rs.source, **flags)
+        return Built(dtype, k, r, cm, rs)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(DTYPES, pool.map(one, DTYPES)))
+    return results
