@@ -35,6 +35,14 @@ def render_source(configs: Sequence[Any], target: str = "c", mode: str = "activa
                           f"forward = {numpy_source(structure)}\n"
                           f"derivative = {numpy_source(structure, derivative=True)}\n")
         return "\n".join(blocks)
+    if target == "c":
+        from .codegen.c_runtime import render_runtime
+        from .codegen.c_source import render_c
+
+        runtime = render_runtime(dtype)
+        return (render_c(layer.structures, dtype)
+                + "\n\n/* ---- layer driver (built once per dtype and shared by every layer) ---- */\n"
+                + runtime.source)
     from .errors import BackendUnavailableError
 
     raise BackendUnavailableError(f"the {target!r} code generator is not available in this version")

@@ -1,0 +1,193 @@
+"""CPU_JIT against its peers, measured in one interleaved run.
+
+Workload: 8 activations (tanh, sin, relu, sigmoid, softplus, gaussian,
+a*tanh(b*x), leaky_relu) over the rows of a layer, interleaved (row r uses
+activation r % 8) or blocked (rows grouped by activation). Prints ns/element
+(median of interleaved repeats) for:
+
+* CPU_JIT through the public API (``forward_kernel(z, out=...)``),
+* a hand-written C reference: one homogeneous vectorised loop per row, OpenMP
+  over rows, libmvec (the limit), from ``c_kernels_probe.py``,
+* CPU_PYTHON (NumPy, one evaluation per group of rows),
+* numba, JAX and PyTorch when installed,
+
+then µs per call of a 32-node layer with batch 1 (against one ``np.tanh`` on
+the same array), the cold build time of 8 new structures, the time of a warm
+new process (against ``python -c "import numpy"``), and 12 processes starting
+together on a cold cache. Absolute figures drift on shared machines; read the
+ratios.
+
+Usage: python benchmarks/cpu_peers.py [--repeats N] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peer_kernels import optional_peers, reference_kernel  # noqa: E402
+
+CONFIGS = ["tanh", "sin", "relu", "sigmoid", "softplus", "gaussian",
+           ("a*tanh(b*num)", {"a": 1.5, "b": 0.7}), "leaky_relu"]
+
+
+def layer(rows: int, blocked: bool) -> list:
+    return [CONFIGS[(r * 8 // rows) if blocked else r % 8] for r in range(rows)]
+
+
+def kinds(rows: int, blocked: bool) -> np.ndarray:
+    return np.array([(r * 8 // rows) if blocked else r % 8 for r in range(rows)], dtype=np.int32)
+
+
+def timed(calls: dict, repeats: int) -> dict:
+    """Median seconds per call, running the contenders interleaved."""
+    for call in calls.values():
+        call()
+    samples = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def kernel_table(repeats: int, shapes, dtypes) -> None:
+    from heterosymnn import SymbolicJITCompiler
+
+    print("ns/element (x = ratio to the hand-written C reference)")
+    for dtype in dtypes:
+        for rows, cols in shapes:
+            for blocked in (False, True):
+                configs = layer(rows, blocked)
+                rng = np.random.default_rng(0)
+                z = (rng.standard_normal((rows, cols)) * 2).astype(dtype)
+                g = rng.standard_normal((rows, cols)).astype(dtype)
+                out = np.empty_like(z)
+                jit = SymbolicJITCompiler(configs, "CPU_JIT", dtype=dtype, strict=True)
+                numpy_layer = SymbolicJITCompiler(configs, "CPU_PYTHON", dtype=dtype)
+                reference = reference_kernel(dtype, kinds(rows, blocked))
+                peers = optional_peers(dtype, kinds(rows, blocked))
+                for direction in ("fwd", "bwd"):
+                    calls = {}
+                    if direction == "fwd":
+                        calls["CPU_JIT"] = lambda: jit.forward_kernel(z, out=out)
+                        calls["hand-written C"] = lambda: reference(False, z, g, out)
+                        calls["NumPy grouped"] = lambda: numpy_layer.forward_kernel(z, out=out)
+                    else:
+                        calls["CPU_JIT"] = lambda: jit.backward_kernel(z, g, out=out)
+                        calls["hand-written C"] = lambda: reference(True, z, g, out)
+                        calls["NumPy grouped"] = lambda: numpy_layer.backward_kernel(z, g, out=out)
+                    for name, peer in peers.items():
+                        calls[name] = peer(direction, z, g)
+                    medians = timed(calls, repeats)
+                    base = medians["hand-written C"]
+                    layout = "blocked" if blocked else "interleaved"
+                    cells = "  ".join(f"{name} {t / z.size * 1e9:.3f} ({t / base:.2f}x)"
+                                      for name, t in medians.items())
+                    print(f"{dtype} {rows}x{cols} {layout:11s} {direction}: {cells}")
+
+
+def small_call(repeats: int) -> None:
+    from heterosymnn import SymbolicJITCompiler
+
+    comp = SymbolicJITCompiler(layer(32, False), "CPU_JIT", strict=True)
+    z = np.random.default_rng(0).standard_normal((32, 1)).astype(np.float32)
+    out = np.empty_like(z)
+    loops = 2000
+
+    def per_call(call):
+        def run():
+            for _ in range(loops):
+                call()
+        return run
+
+    medians = timed({"CPU_JIT": per_call(lambda: comp.forward_kernel(z, out=out)),
+                     "np.tanh": per_call(lambda: np.tanh(z, out=out))}, max(repeats, 15))
+    jit_us, tanh_us = medians["CPU_JIT"] / loops * 1e6, medians["np.tanh"] / loops * 1e6
+    print(f"32x1 call: CPU_JIT {jit_us:.2f} us, one np.tanh {tanh_us:.2f} us, ratio {jit_us / tanh_us:.1f}x")
+
+
+WARM_CHILD = """
+import time, numpy as np
+from heterosymnn import SymbolicJITCompiler
+configs = {configs!r}
+comp = SymbolicJITCompiler(configs, "CPU_JIT", strict=True)
+comp.forward_kernel(np.ones((len(configs), 4), np.float32))
+import sys
+print("sympy" in sys.modules)
+"""
+
+
+def process_times(repeats: int) -> None:
+    configs = layer(8, False)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = dict(os.environ, HETEROSYMNN_CACHE_DIR=cache_dir, PYTHONPATH=str(ROOT))
+        child = WARM_CHILD.format(configs=configs)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", child], env=env, check=True, capture_output=True)
+        cold = time.perf_counter() - start
+        log = [json.loads(line) for line in open(Path(cache_dir) / "v1" / "builds.jsonl")]
+        functions = sum(r.get("functions") or 0 for r in log)
+        print(f"cold build, new process, 8 new structures: {cold:.2f} s "
+              f"({len(log)} builds, {functions} functions; compiler time "
+              f"{sum(r['seconds'] for r in log):.2f} s)")
+
+        def run(argv):
+            return lambda: subprocess.run(argv, env=env, check=True, capture_output=True)
+
+        medians = timed({"warm heterosymnn process": run([sys.executable, "-c", child]),
+                         "import numpy": run([sys.executable, "-c", "import numpy"])}, max(5, repeats // 4))
+        imported = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True)
+        ratio = medians["warm heterosymnn process"] / medians["import numpy"]
+        print(f"warm new process (construct + call): {medians['warm heterosymnn process'] * 1e3:.0f} ms, "
+              f"python -c 'import numpy': {medians['import numpy'] * 1e3:.0f} ms, ratio {ratio:.2f}x, "
+              f"sympy imported: {imported.stdout.strip()}")
+
+
+def crowd(processes: int = 12) -> None:
+    configs = layer(8, False) + [("c*sin(num) + d", {"c": 1.0, "d": 0.5})]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = dict(os.environ, HETEROSYMNN_CACHE_DIR=cache_dir, PYTHONPATH=str(ROOT))
+        child = WARM_CHILD.format(configs=configs)
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", child], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for _ in range(processes)]
+        codes = [p.wait() for p in procs]
+        wall = time.perf_counter() - start
+        log = [json.loads(line) for line in open(Path(cache_dir) / "v1" / "builds.jsonl")]
+        modules = [r for r in log if r.get("kind") == "c-module"]
+        print(f"{processes} processes on a cold cache: {wall:.2f} s wall, exit codes "
+              f"{sorted(set(codes))}, {len(modules)} kernel module build(s) with "
+              f"{sum(r['functions'] for r in modules)} functions for 9 structures "
+              f"(every structure built exactly once: {sum(r['functions'] for r in modules) == 9})")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--quick", action="store_true", help="only 1024x1024 float32")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        os.environ["HETEROSYMNN_CACHE_DIR"] = cache_dir
+        shapes = [(1024, 1024)] if args.quick else [(1024, 1024), (256, 256)]
+        dtypes = ["float32"] if args.quick else ["float32", "float64"]
+        kernel_table(args.repeats, shapes, dtypes)
+        small_call(args.repeats)
+    process_times(args.repeats)
+    crowd()
+
+
+if __name__ == "__main__":
+    main()
