@@ -6,6 +6,8 @@ import sys
 from typing import Optional, Sequence
 
 COMMANDS = {
+    "doctor": ("heterosymnn.doctor", "report platform, compilers, CUDA, cache; check every backend live [--json]"),
+    "show": ("heterosymnn.show", "show how formulas parse, their derivatives, slots and generated source"),
     "demo": ("heterosymnn.demo", "build a heterogeneous layer on every backend, check it, time it"),
     "cache": ("heterosymnn.cache.__main__", "inspect or clean the kernel cache (info|list|clear|prune)"),
 }

@@ -31,7 +31,8 @@ def render_source(configs: Sequence[Any], target: str = "c", mode: str = "activa
 
         blocks = []
         for index, structure in enumerate(layer.structures):
-            blocks.append(f"# structure {index} ({structure.key[:16]}), slots p0..p{structure.n_slots - 1}\n"
+            slots = f"slots p0..p{structure.n_slots - 1}" if structure.n_slots else "no constants"
+            blocks.append(f"# structure {index} ({structure.key[:16]}), {slots}\n"
                           f"forward = {numpy_source(structure)}\n"
                           f"derivative = {numpy_source(structure, derivative=True)}\n")
         return "\n".join(blocks)
@@ -43,6 +44,6 @@ def render_source(configs: Sequence[Any], target: str = "c", mode: str = "activa
         return (render_c(layer.structures, dtype)
                 + "\n\n/* ---- layer driver (built once per dtype and shared by every layer) ---- */\n"
                 + runtime.source)
-    from .errors import BackendUnavailableError
+    from .codegen.cuda_source import render_cuda
 
-    raise BackendUnavailableError(f"the {target!r} code generator is not available in this version")
+    return render_cuda(layer.structures, dtype)
