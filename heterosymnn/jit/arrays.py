@@ -23,11 +23,13 @@ def as_input(array: Any, name: str, dtype: np.dtype, xp: Any = np) -> Any:
         raise TypeError(f"{name} must be {kind} ndarray, got {type(array).__module__}."
                         f"{type(array).__name__}{hint}")
     if array.dtype != dtype:
+        other = f" or build the compiler with dtype='{array.dtype.name}'" \
+            if array.dtype.name in ("float32", "float64") and array.dtype.isnative else ""
         raise TypeError(
             f"{name} has dtype {array.dtype}, but this compiler was built for {dtype}; "
-            f"convert with {name}.astype({xp.__name__}.{dtype}) or build the compiler with "
-            f"dtype='{array.dtype}'")
-    return xp.ascontiguousarray(array)
+            f"convert with {name}.astype({xp.__name__}.{dtype}){other}")
+    # ascontiguousarray would also turn a 0-d array into shape (1,): copy only when needed.
+    return array if array.flags.c_contiguous else xp.ascontiguousarray(array)
 
 
 def rows_view(array: Any, n_rows: int, name: str, elementwise: bool) -> Any:
@@ -69,6 +71,8 @@ def output(out: Optional[Any], shape: Tuple[int, ...], dtype: np.dtype, inputs: 
         raise ValueError(f"out has shape {out.shape}, expected {shape} (the shape of the input)")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous; pass a new array or numpy.ascontiguousarray(out)")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writeable array")
     overlap = any(_partial_overlap(out, a, xp) for a in inputs)
     return out, overlap
 

@@ -25,7 +25,7 @@ DTYPES = ("float32", "float64")
 
 def _normalize_dtype(dtype: Any) -> np.dtype:
     try:
-        resolved = np.dtype(dtype)
+        resolved = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) is float64
     except TypeError:
         resolved = None
     if resolved is None or resolved.name not in DTYPES:
@@ -171,7 +171,8 @@ class SymbolicJITCompiler:
 
     def _fresh_out(self, out: Any, like: Any) -> bool:
         return (type(out) is self._ndarray and out.shape == like.shape and out.dtype == self.dtype
-                and out.flags.c_contiguous and out.base is None and like.base is None and out is not like)
+                and out.flags.c_contiguous and out.flags.writeable and out.base is None
+                and like.base is None and out is not like)
 
     def _activation_forward(self, z: Any, out: Any = None) -> Any:
         if self._ready(z) and (out is None or self._fresh_out(out, z)):

@@ -5,6 +5,7 @@ without ever importing it.
 """
 from __future__ import annotations
 
+import keyword
 import math
 import numbers
 from typing import Any, Dict, Mapping, Tuple
@@ -33,6 +34,9 @@ def normalize_config(config: Any) -> Tuple[str, Dict[str, float]]:
 def _constant_value(name: Any, value: Any) -> float:
     if not isinstance(name, str) or not name.isidentifier():
         raise FormulaSyntaxProblem(f"constant name {name!r} is not an identifier")
+    if keyword.iskeyword(name):
+        raise FormulaSyntaxProblem(f"constant name '{name}' is a Python keyword and cannot be written "
+                                   f"in a formula; rename it (e.g. '{name}_')")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise FormulaSyntaxProblem(f"constant '{name}' must be a real number, got {value!r:.40}")
     if not math.isfinite(float(value)):

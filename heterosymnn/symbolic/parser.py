@@ -12,7 +12,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import keyword
 import math
+import re
 from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple
 
 import sympy as sp
@@ -75,7 +77,7 @@ def parse(text: str, context: ParseContext) -> sp.Expr:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        hint = "; use ** for powers" if "^" in text else ""
+        hint = "; use ** for powers" if "^" in text else _keyword_hint(text)
         raise FormulaSyntaxProblem(f"invalid syntax at column {exc.offset}: {exc.msg}{hint}") from None
     except (RecursionError, MemoryError, ValueError):
         raise FormulaSyntaxProblem(f"formula is nested deeper than {MAX_DEPTH} levels") from None
@@ -84,6 +86,20 @@ def parse(text: str, context: ParseContext) -> sp.Expr:
     if _is_condition(expr):
         raise FormulaSyntaxProblem("formula is a condition, not a number; conditions belong in Piecewise")
     return expr
+
+
+# Python keywords the formula grammar itself uses; any other keyword in a formula is a
+# misused name (a constant called ``lambda`` cannot be written in Python syntax).
+_GRAMMAR_KEYWORDS = {"and", "or", "not", "True", "False", "None", "if", "else"}
+
+
+def _keyword_hint(text: str) -> str:
+    words = set(re.findall(r"[A-Za-z_]\w*", text))
+    misused = sorted(w for w in words if keyword.iskeyword(w) and w not in _GRAMMAR_KEYWORDS)
+    if not misused:
+        return ""
+    return (f"; '{misused[0]}' is a Python keyword and cannot be a variable or constant name, "
+            f"rename it (e.g. '{misused[0]}_')")
 
 
 def _check_depth(tree: ast.AST) -> None:
@@ -194,8 +210,10 @@ class _Builder:
 
     def _power(self, node: ast.BinOp):
         base, exponent = self.build(node.left), self.build(node.right)
-        if base.is_Number and exponent.is_Number and base != 0:
-            # Estimate the size before SymPy computes it: 9**9**9**9 must fail at once.
+        if _is_constant(base) and _is_constant(exponent) and base != 0:
+            # Estimate the size before SymPy computes it: 9**9**9**9 (or sqrt(2)**10**300,
+            # which SymPy turns into an exact integer power) must fail at once. Both sides
+            # are already known to be real and within float64.
             magnitude = abs(float(exponent)) * math.log10(max(abs(float(base)), 1e-300))
             if abs(magnitude) > 308 or abs(float(exponent)) > 10_000:
                 raise FormulaSyntaxProblem(f"the number {self._piece(node)} overflows float64")
@@ -252,7 +270,7 @@ class _Builder:
                 raise FormulaSyntaxProblem(
                     f"{name} takes {low}{'' if low == high else f' to {high}'} argument(s), "
                     f"got {len(args)}: {self._piece(node)}")
-            return call.expand(args)
+            return _checked_number(call.expand(args), self._piece(node))
         if name not in grammar.FUNCTIONS:
             known = list(grammar.FUNCTIONS) + list(self.context.named) + [grammar.PIECEWISE]
             suggestion = _suggest(name, known) or (
@@ -295,11 +313,31 @@ def _is_condition(value) -> bool:
     return isinstance(value, sp.logic.boolalg.Boolean) and not isinstance(value, sp.Expr)
 
 
+def _is_constant(value) -> bool:
+    return isinstance(value, sp.Expr) and not value.free_symbols
+
+
 def _checked_number(value, piece: str):
-    """Reject a literal result that no float64 can hold."""
-    if isinstance(value, sp.Number) and value.is_finite and abs(value) > MAX_MAGNITUDE:
+    """Reject a constant result that no float64 can hold.
+
+    Checked as each node is built, so every constant reaching SymPy's own numeric
+    evaluation (assumption queries, argument reduction of ``sin``) is a real
+    number within float64: ``sin(exp(exp(100)))`` fails at ``exp(exp(100))``
+    instead of making SymPy compute pi to 10**43 digits.
+    """
+    if not _is_constant(value):
+        if isinstance(value, sp.Expr) and value.has(*_NON_FINITE):
+            raise FormulaSyntaxProblem(f"'{piece}' is undefined (division by zero or an infinite value)")
+        return value
+    number = value if isinstance(value, sp.Number) else value.evalf(17)
+    if not isinstance(number, sp.Number) or number.is_finite is not True:
+        raise FormulaSyntaxProblem(f"'{piece}' is complex-valued or undefined")
+    if abs(number) > MAX_MAGNITUDE:
         raise FormulaSyntaxProblem(f"the number {piece} overflows float64")
     return value
+
+
+_NON_FINITE = (sp.zoo, sp.nan, sp.oo, -sp.oo)
 
 
 def _suggest(name: str, known: List[str]) -> str:

@@ -2,41 +2,47 @@
 
 ``a*sin(num) + b`` and ``w*sin(num) + c`` must become the same structure. SymPy
 orders the arguments of ``Add``/``Mul`` partly by symbol name, so numbering
-slots by first appearance depends on the names; renumbering the slotted
-expression until the numbering is stable removes that dependence in practice.
+slots by first appearance depends on the names (``a*num + b*num**2`` and
+``b*num + a*num**2`` list their constants in opposite orders). Slots are
+therefore numbered by where each constant sits, never by its name: one at a
+time, the constant whose view of the expression (itself marked, the constants
+not yet numbered all alike, the numbered ones as their slots) sorts first gets
+the next slot.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import sympy as sp
 
 from .parser import constant_name
 from .structure import slot_symbols
 
-MAX_RENUMBERING_PASSES = 6
+# Stand-ins that no user name can produce (constants are prefixed, slots are p0, p1 ...).
+_MARKED = sp.Symbol("slot:marked", real=True)
+_UNNUMBERED = sp.Symbol("slot:other", real=True)
 
 
-def _first_appearance(expr: sp.Expr, wanted) -> List[sp.Symbol]:
-    order: List[sp.Symbol] = []
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Symbol) and wanted(node) and node not in order:
-            order.append(node)
-    return order
+def _constants(expr: sp.Expr) -> List[sp.Symbol]:
+    found = {s for s in expr.free_symbols if isinstance(s, sp.Symbol) and constant_name(s) is not None}
+    return sorted(found, key=lambda s: s.name)
+
+
+def _view(expr: sp.Expr, numbered: List[sp.Symbol], candidate: sp.Symbol, rest: List[sp.Symbol]) -> str:
+    mapping = dict(zip(numbered, slot_symbols(len(numbered))))
+    mapping.update({c: _UNNUMBERED for c in rest if c is not candidate})
+    mapping[candidate] = _MARKED
+    return sp.srepr(expr.xreplace(mapping))
 
 
 def to_slots(expr: sp.Expr) -> Tuple[sp.Expr, Tuple[str, ...]]:
     """The slotted expression and, per slot, the user's constant name."""
-    constants = _first_appearance(expr, lambda s: constant_name(s) is not None)
-    slots = slot_symbols(len(constants))
-    names = [constant_name(c) for c in constants]
-    slotted = expr.xreplace(dict(zip(constants, slots)))
-    slot_set = set(slots)
-    for _ in range(MAX_RENUMBERING_PASSES):
-        order = _first_appearance(slotted, lambda s: s in slot_set)
-        if order == list(slots[:len(order)]):
-            break
-        permutation: Dict[sp.Symbol, sp.Symbol] = {old: slots[i] for i, old in enumerate(order)}
-        names = [names[slots.index(old)] for old in order]
-        slotted = slotted.xreplace(permutation)
-    return slotted, tuple(names)
+    rest = _constants(expr)
+    numbered: List[sp.Symbol] = []
+    while rest:
+        # Constants whose views tie sit symmetrically (a*b*num): either order gives one expression.
+        chosen = min(rest, key=lambda c: _view(expr, numbered, c, rest))
+        numbered.append(chosen)
+        rest.remove(chosen)
+    slotted = expr.xreplace(dict(zip(numbered, slot_symbols(len(numbered)))))
+    return slotted, tuple(constant_name(c) for c in numbered)
