@@ -54,7 +54,7 @@ def same_shape(first: Any, second: Any, first_name: str, second_name: str) -> No
 
 
 def output(out: Optional[Any], shape: Tuple[int, ...], dtype: np.dtype, inputs: Tuple[Any, ...],
-           xp: Any = np) -> Tuple[Any, bool]:
+           xp: Any = np, empty: Any = None) -> Tuple[Any, bool]:
     """Check a caller's ``out`` (or allocate one); says whether inputs must be copied first.
 
     Returns the output array and whether it overlaps an input in a way other
@@ -62,7 +62,7 @@ def output(out: Optional[Any], shape: Tuple[int, ...], dtype: np.dtype, inputs: 
     place, but a shifted overlap would read already-written values).
     """
     if out is None:
-        return xp.empty(shape, dtype=dtype), False
+        return (empty or xp.empty)(shape, dtype=dtype), False
     if not isinstance(out, xp.ndarray):
         raise TypeError(f"out must be a {'NumPy' if xp is np else 'CuPy'} ndarray, got {type(out).__name__}")
     if out.dtype != dtype:

@@ -93,7 +93,8 @@ class SymbolicJITCompiler:
         self._elementwise_loss = mode == LOSS and self._plan.n_nodes == 1
         self._kernels = self._select()
         self._ndarray = self._kernels.array_module.ndarray
-        self._empty = self._kernels.array_module.empty
+        # A GPU backend allocates on its own device, whatever device is current.
+        self._empty = getattr(self._kernels, "empty", self._kernels.array_module.empty)
         self._n_nodes = self._plan.n_nodes
         self.forward_kernel = self._loss_forward if mode == LOSS else self._activation_forward
         self.backward_kernel = self._loss_backward if mode == LOSS else self._activation_backward
@@ -215,7 +216,7 @@ class SymbolicJITCompiler:
         """The checked path: shapes validated, overlapping ``out`` handled."""
         xp = self._kernels.array_module
         inputs = (a,) if b is None else (a, b)
-        out, overlap = arrays.output(out, a.shape, self.dtype, inputs, xp)
+        out, overlap = arrays.output(out, a.shape, self.dtype, inputs, xp, self._empty)
         if overlap:
             a, b = a.copy(), (None if b is None else b.copy())
         arrays.rows_view(a, self.n_nodes, names[0], self._elementwise_loss)

@@ -10,7 +10,7 @@ import importlib
 import warnings
 from typing import Callable, Dict, List, Tuple
 
-from ..errors import BackendUnavailableError, HeteroSymNNError, PerformanceWarning
+from ..errors import BackendUnavailableError, HeteroSymNNError, InvalidDeviceIDError, PerformanceWarning
 from ..backends.base import AUTO, CPU_JIT, CPU_PYTHON, GPU_CUDA, METHODS, Kernels
 
 FALLBACKS = {
@@ -25,6 +25,7 @@ FALLBACKS = {
 BUILDERS: Dict[str, str] = {
     CPU_PYTHON: "heterosymnn.backends.python:build",
     CPU_JIT: "heterosymnn.backends.cpu_jit:build",
+    GPU_CUDA: "heterosymnn.backends.cuda:build",
 }
 
 
@@ -58,7 +59,7 @@ def select_backend(method: str, strict: bool, build_args: dict) -> Tuple[Kernels
             reasons.append(f"{candidate}: {exc}")
             quiet = method == AUTO and candidate == GPU_CUDA
             if strict and not quiet:
-                if isinstance(exc, BackendUnavailableError):
+                if isinstance(exc, (BackendUnavailableError, InvalidDeviceIDError)):
                     raise
                 raise BackendUnavailableError(f"{candidate} could not be used (strict mode): {exc}") from exc
             if not quiet and candidate != chain[-1]:

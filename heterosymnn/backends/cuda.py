@@ -1,0 +1,260 @@
+"""GPU_CUDA: one fused CUDA source per compiler, compiled by CuPy's ``RawModule``.
+
+The source (see :mod:`heterosymnn.codegen.cuda_source`) is generated once, when
+the kernels are built, and kept as a string. Everything else is per device and
+kept per device: the loaded module (CuPy compiles with NVRTC and caches the
+cubin per architecture on disk, so a second device of the same kind loads
+without compiling), and device copies of the node -> structure ids and of the
+constants. ``set_device`` builds that state for another GPU and never touches
+the symbolic front end or the code generator.
+
+CuPy is imported inside :func:`build` only: importing heterosymnn never fails or
+prints because CuPy is missing or broken; ``build`` turns every such problem
+into a :class:`BackendUnavailableError` that says what is wrong and how to fix
+it, and the compiler falls back to the CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, HeteroSymNNError, InvalidDeviceIDError
+from .base import GPU_CUDA
+
+GPU_INSTALL_HINT = ("pip install heterosymnn[gpu] (installs cupy-cuda12x; with a CUDA 13 driver "
+                    "use cupy-cuda13x)")
+PROBE_KERNEL = "hs_probe"
+_MAX_LAUNCHES = 256  # cached launch configurations per device
+
+
+def probe_source() -> str:
+    """CUDA source of the 3-element probe kernel the doctor runs (``y = x*x + 1``)."""
+    return (f'extern "C" __global__ void {PROBE_KERNEL}(const float *x, float *y, int n)\n'
+            "{\n"
+            "    int i = blockIdx.x * blockDim.x + threadIdx.x;\n"
+            "    if (i < n) y[i] = x[i] * x[i] + 1.0f;\n"
+            "}\n")
+
+
+def import_cupy() -> Any:
+    """CuPy, or a :class:`BackendUnavailableError` saying why it cannot be used."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(f"CuPy is not installed ({exc}); to use the GPU: {GPU_INSTALL_HINT}") from exc
+    except Exception as exc:  # a broken install raises anything (OSError for a missing libcudart...)
+        raise BackendUnavailableError(
+            f"CuPy is installed but failed to import ({type(exc).__name__}: {exc}); reinstall the CuPy "
+            f"package that matches your CUDA version: {GPU_INSTALL_HINT}") from exc
+    return cupy
+
+
+def device_count(cupy: Any) -> int:
+    """Number of CUDA devices; no driver or no device is a :class:`BackendUnavailableError`."""
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:
+        raise BackendUnavailableError(f"CUDA cannot be used ({type(exc).__name__}: {exc}){_driver_note(cupy)}") from exc
+    if count == 0:
+        raise BackendUnavailableError(f"no CUDA device found (CuPy sees 0 devices){_driver_note(cupy)}")
+    return count
+
+
+def _driver_note(cupy: Any) -> str:
+    try:
+        driver = int(cupy.cuda.runtime.driverGetVersion())
+        runtime = int(cupy.cuda.runtime.runtimeGetVersion())
+    except Exception:
+        return "; check that an NVIDIA GPU and its driver are installed (nvidia-smi)"
+
+    def text(v: int) -> str:
+        return f"{v // 1000}.{v % 1000 // 10}"
+
+    if driver == 0:
+        return "; no NVIDIA driver is installed: install one (nvidia-smi must list the GPU)"
+    if driver < runtime:
+        return (f"; the NVIDIA driver supports CUDA {text(driver)} but CuPy was built for CUDA "
+                f"{text(runtime)}: update the driver or install the CuPy for CUDA {driver // 1000}")
+    return f"; driver for CUDA {text(driver)}, CuPy built for CUDA {text(runtime)}"
+
+
+def check_device_id(device_id: int, count: int) -> int:
+    """``device_id`` if it names one of ``count`` devices, else :class:`InvalidDeviceIDError`."""
+    if not 0 <= device_id < count:
+        plural = "device" if count == 1 else "devices"
+        ids = ", ".join(map(str, range(count)))
+        raise InvalidDeviceIDError(f"device {device_id} does not exist; this machine has {count} CUDA "
+                                   f"{plural} ({ids})")
+    return device_id
+
+
+@dataclasses.dataclass
+class _DeviceState:
+    """What one GPU holds: the loaded kernels, ids and constants, launch configs."""
+
+    device_id: int
+    functions: Dict[str, Any]
+    ids: Any
+    params: Any
+    sm_count: int
+    launches: Dict[Tuple[int, int], Tuple[Any, tuple, tuple, np.int64, np.int64]]
+
+
+class CudaKernels:
+    """Kernels of one layer on one GPU (see the module doc)."""
+
+    method = GPU_CUDA
+
+    def __init__(self, cupy: Any, module: Any, plan: Any, params: np.ndarray, device_id: int):
+        from ..codegen.cuda_source import plan_launch
+
+        self._plan_launch = plan_launch
+        self.array_module = cupy
+        self._cp = cupy
+        self._module = module  # CudaModule: the generated source, kept for other devices
+        self._raw = cupy.RawModule(code=module.source, options=tuple(module.options))
+        self._loss = plan.mode == "loss"
+        self._rows = plan.n_nodes
+        self._ids_host = np.array([module.cases[plan.structure_keys[s]] for s in plan.node_structure],
+                                  dtype=np.int32)
+        self._params_host = params
+        self._stride = np.int64(params.shape[1])
+        self._devices: Dict[int, _DeviceState] = {}
+        self._state = self._load(device_id)
+
+    @property
+    def source(self) -> str:
+        """The generated CUDA source."""
+        return self._module.source
+
+    @property
+    def device_id(self) -> int:
+        return self._state.device_id
+
+    # -- devices ---------------------------------------------------------------------------
+    def _load(self, device_id: int) -> _DeviceState:
+        cp = self._cp
+        state = self._devices.get(device_id)
+        with cp.cuda.Device(device_id):
+            if state is None:
+                # get_function compiles (or finds CuPy's cached cubin) and loads for this device.
+                functions = {role: self._raw.get_function(name) for role, name in self._module.kernels.items()}
+                state = _DeviceState(device_id, functions, cp.asarray(self._ids_host),
+                                     cp.asarray(np.ascontiguousarray(self._params_host, dtype=np.float64)),
+                                     int(cp.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"]),
+                                     {})
+                self._devices[device_id] = state
+            else:  # constants may have changed while we were elsewhere
+                state.params.set(np.ascontiguousarray(self._params_host, dtype=np.float64))
+        return state
+
+    def set_device(self, new_id: int) -> None:
+        """Run on GPU ``new_id``: load the kernels there and copy ids and current constants."""
+        check_device_id(new_id, device_count(self._cp))
+        try:
+            self._state = self._load(new_id)
+        except HeteroSymNNError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailableError(f"the kernels could not be loaded on CUDA device {new_id}: "
+                                          f"{type(exc).__name__}: {exc}") from exc
+
+    def update_params(self, params: np.ndarray) -> None:
+        self._params_host = params
+        state = self._state
+        with self._cp.cuda.Device(state.device_id):
+            state.params.set(np.ascontiguousarray(params, dtype=np.float64))
+
+    # -- launches --------------------------------------------------------------------------
+    def forward(self, a: Any, b: Optional[Any], out: Any) -> None:
+        self._launch(0, a, b if self._loss else None, None, out)
+
+    def backward(self, a: Any, b: Any, out: Any) -> None:
+        if self._loss:
+            self._launch(1, a, b, None, out)
+        else:
+            self._launch(1, a, None, b, out)
+
+    def empty(self, shape: tuple, dtype: Any) -> Any:
+        """A new output array on this compiler's device (not the caller's current one)."""
+        device = self._state.device_id
+        if self._cp.cuda.runtime.getDevice() == device:
+            return self._cp.empty(shape, dtype=dtype)
+        with self._cp.cuda.Device(device):
+            return self._cp.empty(shape, dtype=dtype)
+
+    def _launch(self, direction: int, a: Any, b: Optional[Any], g: Optional[Any], out: Any) -> None:
+        state = self._state
+        device = state.device_id
+        for array in (a, b, g, out):
+            if array is not None and array.data.device_id != device:
+                raise ValueError(f"an array is on CUDA device {array.data.device_id}, but this compiler runs "
+                                 f"on device {device}; copy it there (cupy.asarray under "
+                                 f"`with cupy.cuda.Device({device}):`) or call set_gpu_id"
+                                 f"({array.data.device_id})")
+        cols = a.size // self._rows
+        launch = state.launches.get((direction, cols))
+        if launch is None:
+            launch = self._prepare(state, direction, cols)
+        function, grid, block, rows, cols64 = launch
+        args = (state.ids, state.params, self._stride, rows, cols64, a, b, g, out)
+        if self._cp.cuda.runtime.getDevice() == device:
+            function(grid, block, args)
+        else:
+            with self._cp.cuda.Device(device):
+                function(grid, block, args)
+
+    def _prepare(self, state: _DeviceState, direction: int, cols: int) -> tuple:
+        plan = self._plan_launch(self._rows, cols, state.sm_count)
+        role = f"{'forward' if direction == 0 else 'backward'}_{plan.kind}"
+        launch = (state.functions[role], plan.grid, plan.block, np.int64(self._rows), np.int64(cols))
+        if len(state.launches) >= _MAX_LAUNCHES:
+            state.launches.clear()
+        state.launches[(direction, cols)] = launch
+        return launch
+
+
+def build(layer: Any, dtype: str, params: np.ndarray, device_id: int = 0) -> CudaKernels:
+    """Backend entry point: generate the fused source and load it on ``device_id``.
+
+    Raises
+    ------
+    BackendUnavailableError
+        No CuPy, a broken CuPy, no driver, no device, or NVRTC rejected the
+        source; the message says which and how to fix it.
+    InvalidDeviceIDError
+        ``device_id`` names no device (the message lists those that exist).
+    """
+    cupy = import_cupy()
+    check_device_id(device_id, device_count(cupy))
+    from ..codegen import cuda_source  # SymPy-based: only when building
+
+    module = cuda_source.render_cuda_module(layer.structures, dtype)
+    try:
+        return CudaKernels(cupy, module, layer.plan, params, device_id)
+    except HeteroSymNNError:
+        raise
+    except Exception as exc:  # CompileException, CUDARuntimeError, CUDADriverError ...
+        raise BackendUnavailableError(
+            f"the CUDA kernels could not be compiled or loaded on device {device_id} "
+            f"({type(exc).__name__}: {exc}){_driver_note(cupy)}") from exc
+
+
+def run_probe(device_id: int = 0) -> None:
+    """Compile and run the probe kernel on 3 elements; raise BackendUnavailableError on any problem."""
+    cupy = import_cupy()
+    check_device_id(device_id, device_count(cupy))
+    try:
+        with cupy.cuda.Device(device_id):
+            function = cupy.RawModule(code=probe_source()).get_function(PROBE_KERNEL)
+            x = cupy.asarray(np.array([0.0, 1.0, 2.0], dtype=np.float32))
+            y = cupy.full(3, np.nan, dtype=np.float32)
+            function((1,), (32,), (x, y, np.int32(3)))
+            result = cupy.asnumpy(y)
+    except Exception as exc:
+        raise BackendUnavailableError(f"the CUDA probe kernel failed on device {device_id} "
+                                      f"({type(exc).__name__}: {exc}){_driver_note(cupy)}") from exc
+    if not np.array_equal(result, np.array([1.0, 2.0, 5.0], dtype=np.float32)):
+        raise BackendUnavailableError(f"the CUDA probe kernel computed {result.tolist()} instead of [1, 2, 5]")
