@@ -156,10 +156,15 @@ def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype
     n_builds = max(1, math.ceil(len(structures) / FUNCTIONS_PER_BUILD))
     groups = [structures[i::n_builds] for i in range(n_builds)]
 
-    def build_group(group: Sequence[Any]) -> Dict[str, RowFunctions]:
+    def build_group(group: Sequence[Any]) -> Tuple[Sequence[Any], Any, Any]:
         generated = render_c_module(group, dtype)
         module = build_module(cache, "c-module", "_hsnn_rows", generated.source, generated.cdef,
                               toolchain, dtype, functions=len(group))
+        return group, generated, module
+
+    def record(group: Sequence[Any], generated: Any, module: Any) -> Dict[str, RowFunctions]:
+        # Runs in the calling thread: it holds the records' locks (re-entrant for it
+        # only), so a pool thread publishing them would wait for itself until timeout.
         rows = {}
         for structure in group:
             forward, backward = generated.functions[structure.key]
@@ -172,11 +177,12 @@ def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype
     start = time.perf_counter()
     result: Dict[str, RowFunctions] = {}
     if len(groups) == 1:
-        result.update(build_group(groups[0]))
+        result.update(record(*build_group(groups[0])))
     else:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 2)) as pool:
-            for rows in pool.map(build_group, groups):
-                result.update(rows)
+            built = list(pool.map(build_group, groups))
+        for group, generated, module in built:
+            result.update(record(group, generated, module))
     log.info("compiled %d new function(s) in %.2f s", len(structures), time.perf_counter() - start)
     return result
 
