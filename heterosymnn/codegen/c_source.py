@@ -46,7 +46,7 @@ from heterosymnn.codegen import c_prelude
 from heterosymnn.codegen.c_printer import CPrinter
 from heterosymnn.codegen.common import DTYPES, UnsupportedExpressionError, check_dtype
 from heterosymnn.codegen.dtypes import CODEGEN_VERSION
-from heterosymnn.codegen.lowering import is_boolean, lower, sin_cos_pairs
+from heterosymnn.codegen.lowering import INPUT_NAMES, bind_structure, is_boolean, sin_cos_pairs
 from heterosymnn.symbolic.structure import ACTIVATION, LOSS, Structure
 
 #: Bump when the generated C changes meaning or form (feeds the cache key).
@@ -59,7 +59,7 @@ LIBMVEC_COMPILE_FLAGS = (f"-D{c_prelude.LIBMVEC_MACRO}",)
 LIBMVEC_LIBRARIES = ("mvec", "m")
 
 #: C names of the per-element inputs, by mode.
-_INPUT_NAMES = {ACTIVATION: ("x",), LOSS: ("yp", "yt")}
+_INPUT_NAMES = INPUT_NAMES
 _INPUT_POINTERS = {"x": "a", "yp": "a", "yt": "b"}
 
 ROW_PARAMS = ("int64_t n, const {T} *HS_RESTRICT a, const {T} *HS_RESTRICT b,\n"
@@ -164,15 +164,7 @@ def render_c(structures: Sequence[Structure], dtype: str = "float32") -> str:
 def _row_function(printer: CPrinter, structure: Structure, name: str,
                   expr: sp.Expr, *, grad: bool) -> str:
     ctype = printer.ctype
-    inputs = dict(zip(structure.variables, _INPUT_NAMES[structure.mode]))
-    slots = {s: f"c{i}" for i, s in enumerate(structure.slots)}
-    lowered = lower([expr])
-    used = lowered.free_symbols()
-    unknown = used - set(inputs) - set(slots)
-    if unknown:
-        raise ValueError(f"structure {structure.key[:12]}: unexpected symbols "
-                         f"{sorted(map(str, unknown))}")
-    printer.symbol_names = {**inputs, **slots, **{t: str(t) for t, _ in lowered.temps}}
+    lowered, used, inputs, slots = bind_structure(printer, structure, expr)
     # GCC fuses sin(u) and cos(u) into one sincos() call, which it cannot
     # vectorise; calling them through non-builtin aliases keeps them apart.
     # Only then: a non-builtin call under a Piecewise condition is not

@@ -51,7 +51,7 @@ from heterosymnn.codegen.common import DTYPES, UnsupportedExpressionError, check
 from heterosymnn.codegen.c_source import row_function_names
 from heterosymnn.codegen.cuda_printer import CUDA_CONSTANTS, CudaPrinter
 from heterosymnn.codegen.dtypes import CODEGEN_VERSION
-from heterosymnn.codegen.lowering import is_boolean, lower
+from heterosymnn.codegen.lowering import INPUT_NAMES, bind_structure, is_boolean
 from heterosymnn.symbolic.structure import ACTIVATION, LOSS, Structure
 
 #: Options every generated CUDA source is compiled with (CuPy adds the -arch).
@@ -65,7 +65,7 @@ BLOCKS_PER_SM = 32
 _MAX_GRID_Y = 65535
 _MAX_GRID_X = 2**31 - 1
 
-_INPUT_NAMES = {ACTIVATION: ("x",), LOSS: ("yp", "yt")}
+_INPUT_NAMES = INPUT_NAMES
 _INPUT_POINTERS = {"x": "a", "yp": "a", "yt": "b"}
 _KERNEL_PARAMS = ("const int *ids, const double *params, long long p_stride, long long rows,\n"
                   "    long long cols, const {T} *a, const {T} *b, const {T} *g, {T} *out")
@@ -181,14 +181,7 @@ def render_cuda(structures: Sequence[Structure], dtype: str = "float32") -> str:
 def _span_function(printer: CudaPrinter, structure: Structure, name: str,
                    expr: sp.Expr, *, grad: bool) -> str:
     ctype = printer.ctype
-    inputs = dict(zip(structure.variables, _INPUT_NAMES[structure.mode]))
-    slots = {s: f"c{i}" for i, s in enumerate(structure.slots)}
-    lowered = lower([expr])
-    used = lowered.free_symbols()
-    unknown = used - set(inputs) - set(slots)
-    if unknown:
-        raise ValueError(f"structure {structure.key[:12]}: unexpected symbols {sorted(map(str, unknown))}")
-    printer.symbol_names = {**inputs, **slots, **{t: str(t) for t, _ in lowered.temps}}
+    lowered, used, inputs, slots = bind_structure(printer, structure, expr)
     lines = [f"static __device__ __forceinline__ void {name}({_SPAN_PARAMS.format(T=ctype)})", "{"]
     # Only used slots are read: an unused local is an NVRTC warning.
     lines += [f"    const {ctype} {slots[s]} = ({ctype})p[{s.name[1:]}];"

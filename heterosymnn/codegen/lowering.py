@@ -98,3 +98,25 @@ def _bind_power_bases(expr: sp.Basic, temps: List[Tuple[sp.Symbol, sp.Basic]],
         temps.append((name, expr.base))
         expr = sp.Pow(name, expr.exp, evaluate=False)
     return expr
+
+
+#: Names the generated code gives the input variables of each mode.
+INPUT_NAMES = {"activation": ("x",), "loss": ("yp", "yt")}
+
+
+def bind_structure(printer, structure, expr: sp.Basic) -> Tuple[Lowered, set, dict, dict]:
+    """Lower ``expr`` of ``structure`` and point ``printer`` at the body's local names.
+
+    Shared by the C and CUDA generators: inputs print as ``x``/``yp``/``yt``,
+    slot ``p<i>`` as the local constant ``c<i>``, temporaries as themselves.
+    Returns the lowered expression, the symbols it uses, and the input and slot names.
+    """
+    inputs = dict(zip(structure.variables, INPUT_NAMES[structure.mode]))
+    slots = {s: f"c{i}" for i, s in enumerate(structure.slots)}
+    lowered = lower([expr])
+    used = lowered.free_symbols()
+    unknown = used - set(inputs) - set(slots)
+    if unknown:
+        raise ValueError(f"structure {structure.key[:12]}: unexpected symbols {sorted(map(str, unknown))}")
+    printer.symbol_names = {**inputs, **slots, **{t: str(t) for t, _ in lowered.temps}}
+    return lowered, used, inputs, slots
