@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import time
@@ -50,8 +51,31 @@ def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
 
 
+class _Progress(logging.Handler):
+    """Shows the backends' build messages (which compiler, how many functions) as they happen."""
+
+    def __init__(self, out):
+        super().__init__(logging.INFO)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"  {record.getMessage()}", file=self.out, flush=True)
+
+
 def run(n_nodes: int = 1024, batch: int = 1024, repeats: int = 7, out=sys.stdout) -> int:
     """Run the demo; returns a process exit status (0: every backend that ran agreed)."""
+    logger = logging.getLogger("heterosymnn.backends")
+    handler, level = _Progress(out), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return _run(n_nodes, batch, repeats, out)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(n_nodes: int, batch: int, repeats: int, out) -> int:
     configs = demo_configs(n_nodes)
     rng = np.random.default_rng(0)
     z = rng.standard_normal((n_nodes, batch)).astype(np.float32) * 3

@@ -98,7 +98,8 @@ def build_module(cache: KernelCache, kind: str, module_prefix: str, source: str,
             module_name=module_name, source=source, cdef=cdef,
             compile_args=_compile_args(toolchain), link_args=tuple(toolchain.link_args),
             env=tuple(toolchain.build_env), compiler_type=toolchain.compiler_type)
-        log.info("compiling %d function(s) with %s %s", functions, toolchain.name, toolchain.version)
+        what = f"{functions} function(s)" if functions else f"the {dtype} layer driver"
+        log.info("compiling %s with %s %s", what, toolchain.name, toolchain.version)
         result = build_extension(request, workdir / "build", settings().build_timeout, failed_source)
         artifact = result.artifact.name
         os.replace(result.artifact, workdir / artifact)
