@@ -1,0 +1,145 @@
+"""GPU_CUDA against its peers and the memory floor, in one interleaved run.
+
+Same 8 activations as ``cpu_peers.py`` (row r uses activation r % 8). For
+1024x1024, 1024x65536 and 32x1, float32 and float64, forward and backward,
+prints ns/element (median of CUDA-event-timed repeats, contenders
+interleaved) for:
+
+* GPU_CUDA through the public API (``forward_kernel(z, out=...)``),
+* the memory floor: a device-to-device copy of z into out (forward), an
+  element-wise add of z and grad into out (backward: same bytes moved),
+* PyTorch CUDA grouped (eager) and ``torch.compile``, when installed,
+
+and the launch overhead per call (wall time of a 32x1 call). Target: within
+1.3x of the copy floor at large sizes, ahead of every peer. Needs a GPU and
+CuPy; prints why and exits 0 without them.
+
+Usage: python benchmarks/gpu_peers.py [--repeats N] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from heterosymnn import SymbolicJITCompiler  # noqa: E402
+
+CONFIGS = ["tanh", "sin", "relu", "sigmoid", "softplus", "gaussian",
+           ("a*tanh(b*num)", {"a": 1.5, "b": 0.7}), "leaky_relu"]
+SHAPES = [(1024, 1024), (1024, 65536), (32, 1)]
+
+
+def event_timer(cp):
+    """Median GPU milliseconds of each contender, run interleaved."""
+    def timed(calls: dict, repeats: int) -> dict:
+        for call in calls.values():
+            call()
+        cp.cuda.Device().synchronize()
+        samples = {name: [] for name in calls}
+        for _ in range(repeats):
+            for name, call in calls.items():
+                start, stop = cp.cuda.Event(), cp.cuda.Event()
+                start.record()
+                call()
+                stop.record()
+                stop.synchronize()
+                samples[name].append(cp.cuda.get_elapsed_time(start, stop) * 1e-3)
+        return {name: statistics.median(s) for name, s in samples.items()}
+    return timed
+
+
+def torch_peers(dtype: str, rows: int):
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    groups = [torch.arange(k, rows, 8, device="cuda") for k in range(8)]
+    functions = [torch.tanh, torch.sin, torch.relu, torch.sigmoid, torch.nn.functional.softplus,
+                 lambda x: torch.exp(-x * x), lambda x: 1.5 * torch.tanh(0.7 * x),
+                 lambda x: torch.nn.functional.leaky_relu(x, 0.01)]
+
+    def forward(z):
+        out = torch.empty_like(z)
+        for index, f in zip(groups, functions):
+            out[index] = f(z[index])
+        return out
+
+    peers = {}
+    for name, run in (("PyTorch eager", forward), ("torch.compile", torch.compile(forward))):
+        def factory(direction, z, g, run=run):
+            zt, gt = torch.as_tensor(z, device="cuda"), torch.as_tensor(g, device="cuda")
+            if direction == "fwd":
+                return lambda: run(zt)
+
+            def backward():
+                x = zt.detach().requires_grad_(True)
+                run(x).backward(gt)
+            return backward
+        peers[name] = factory
+    return peers
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--quick", action="store_true", help="float32 only")
+    args = parser.parse_args(argv)
+    try:
+        import cupy as cp
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device")
+    except Exception as exc:  # a benchmark, not the library: report and stop
+        print(f"no GPU to measure ({type(exc).__name__}: {exc})")
+        return 0
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    print(f"GPU: {name}; ns/element (x = ratio to the device-to-device copy of the same bytes)")
+    timed = event_timer(cp)
+    for dtype in (["float32"] if args.quick else ["float32", "float64"]):
+        for rows, cols in SHAPES:
+            configs = [CONFIGS[r % 8] for r in range(rows)]
+            comp = SymbolicJITCompiler(configs, "GPU_CUDA", dtype=dtype, strict=True)
+            rng = np.random.default_rng(0)
+            z = cp.asarray((rng.standard_normal((rows, cols)) * 2).astype(dtype))
+            g = cp.asarray(rng.standard_normal((rows, cols)).astype(dtype))
+            out = cp.empty_like(z)
+            peers = torch_peers(dtype, rows)
+            for direction in ("fwd", "bwd"):
+                calls = {}
+                if direction == "fwd":
+                    calls["GPU_CUDA"] = lambda: comp.forward_kernel(z, out=out)
+                    calls["copy floor"] = lambda: out.__setitem__(Ellipsis, z)
+                else:
+                    calls["GPU_CUDA"] = lambda: comp.backward_kernel(z, g, out=out)
+                    # the same traffic as backward: read two arrays, write one
+                    calls["copy floor"] = lambda: cp.add(z, g, out=out)
+                for peer, factory in peers.items():
+                    calls[peer] = factory(direction, z, g)
+                medians = timed(calls, args.repeats)
+                floor = medians["copy floor"]
+                cells = "  ".join(f"{k} {t / z.size * 1e9:.4f} ({t / floor:.2f}x)" for k, t in medians.items())
+                print(f"{dtype} {rows}x{cols} {direction}: {cells}")
+    comp = SymbolicJITCompiler([CONFIGS[r % 8] for r in range(32)], "GPU_CUDA", strict=True)
+    z = cp.ones((32, 1), dtype=np.float32)
+    out = cp.empty_like(z)
+    loops = 2000
+    comp.forward_kernel(z, out=out)
+    cp.cuda.Device().synchronize()
+    start = time.perf_counter()
+    for _ in range(loops):
+        comp.forward_kernel(z, out=out)
+    cp.cuda.Device().synchronize()
+    print(f"32x1 call (launch overhead, wall): {(time.perf_counter() - start) / loops * 1e6:.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
