@@ -46,8 +46,8 @@ from heterosymnn.codegen import c_prelude
 from heterosymnn.codegen.c_printer import CPrinter
 from heterosymnn.codegen.common import DTYPES, UnsupportedExpressionError, check_dtype
 from heterosymnn.codegen.dtypes import CODEGEN_VERSION
-from heterosymnn.codegen.lowering import INPUT_NAMES, bind_structure, is_boolean, sin_cos_pairs
-from heterosymnn.symbolic.structure import ACTIVATION, LOSS, Structure
+from heterosymnn.codegen.lowering import INPUT_NAMES, INPUT_POINTERS, bind_structure, element_body, sin_cos_pairs
+from heterosymnn.symbolic.structure import ACTIVATION, Structure
 
 #: Bump when the generated C changes meaning or form (feeds the cache key).
 
@@ -59,8 +59,6 @@ LIBMVEC_COMPILE_FLAGS = (f"-D{c_prelude.LIBMVEC_MACRO}",)
 LIBMVEC_LIBRARIES = ("mvec", "m")
 
 #: C names of the per-element inputs, by mode.
-_INPUT_NAMES = INPUT_NAMES
-_INPUT_POINTERS = {"x": "a", "yp": "a", "yt": "b"}
 
 ROW_PARAMS = ("int64_t n, const {T} *HS_RESTRICT a, const {T} *HS_RESTRICT b,\n"
               "    const {T} *HS_RESTRICT g, {T} *HS_RESTRICT out, const double *HS_RESTRICT p")
@@ -128,7 +126,7 @@ def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
     # Sorted by key: the same set of structures gives the same source (and so
     # the same cache key) whatever order the caller lists them in.
     for key, structure in sorted(unique.items()):
-        if structure.mode not in _INPUT_NAMES:
+        if structure.mode not in INPUT_NAMES:
             raise ValueError(f"structure {key[:12]}: unknown mode {structure.mode!r}")
         fwd, bwd = row_function_names(key, dtype)
         functions[key] = (fwd, bwd)
@@ -171,7 +169,7 @@ def _row_function(printer: CPrinter, structure: Structure, name: str,
     # if-converted, whereas the builtin is.
     printer.aliased_math = frozenset({"sin", "cos"}) if sin_cos_pairs(lowered) else frozenset()
 
-    read = {_INPUT_POINTERS[inputs[v]] for v in used if v in inputs}
+    read = {INPUT_POINTERS[inputs[v]] for v in used if v in inputs}
     if grad:
         read.add("g")
     lines = [f"void {name}({ROW_PARAMS.format(T=ctype)})", "{"]
@@ -183,13 +181,6 @@ def _row_function(printer: CPrinter, structure: Structure, name: str,
     if unread:
         lines.append("    " + " ".join(f"(void){ptr};" for ptr in unread))
     lines += ["    HS_SIMD_LOOP", "    for (int64_t i = 0; i < n; ++i) {"]
-    for var, cname in inputs.items():
-        if var in used:
-            lines.append(f"        const {ctype} {cname} = {_INPUT_POINTERS[cname]}[i];")
-    for temp, value in lowered.temps:
-        ttype = "int" if is_boolean(value) else ctype
-        lines.append(f"        const {ttype} {temp} = {printer.expression(value)};")
-    result = printer.expression(lowered.results[0])
-    lines.append(f"        out[i] = g[i]*({result});" if grad else f"        out[i] = {result};")
+    lines += element_body(printer, lowered, used, inputs, ctype, grad)
     lines += ["    }", "}"]
     return "\n".join(lines) + "\n"

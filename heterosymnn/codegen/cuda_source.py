@@ -51,8 +51,8 @@ from heterosymnn.codegen.common import DTYPES, UnsupportedExpressionError, check
 from heterosymnn.codegen.c_source import row_function_names
 from heterosymnn.codegen.cuda_printer import CUDA_CONSTANTS, CudaPrinter
 from heterosymnn.codegen.dtypes import CODEGEN_VERSION
-from heterosymnn.codegen.lowering import INPUT_NAMES, bind_structure, is_boolean
-from heterosymnn.symbolic.structure import ACTIVATION, LOSS, Structure
+from heterosymnn.codegen.lowering import INPUT_NAMES, bind_structure, element_body
+from heterosymnn.symbolic.structure import ACTIVATION, Structure
 
 #: Options every generated CUDA source is compiled with (CuPy adds the -arch).
 NVRTC_OPTIONS: Tuple[str, ...] = ("--fmad=false",)
@@ -65,8 +65,6 @@ BLOCKS_PER_SM = 32
 _MAX_GRID_Y = 65535
 _MAX_GRID_X = 2**31 - 1
 
-_INPUT_NAMES = INPUT_NAMES
-_INPUT_POINTERS = {"x": "a", "yp": "a", "yt": "b"}
 _KERNEL_PARAMS = ("const int *ids, const double *params, long long p_stride, long long rows,\n"
                   "    long long cols, const {T} *a, const {T} *b, const {T} *g, {T} *out")
 _SPAN_PARAMS = ("long long i, long long end, long long step,\n"
@@ -148,7 +146,7 @@ def render_cuda_module(structures: Sequence[Structure], dtype: str) -> CudaModul
     cases: Dict[str, int] = {}
     calls: Dict[str, List[Tuple[int, str]]] = {"forward": [], "backward": []}
     for case, (key, structure) in enumerate(sorted(unique.items())):
-        if structure.mode not in _INPUT_NAMES:
+        if structure.mode not in INPUT_NAMES:
             raise ValueError(f"structure {key[:12]}: unknown mode {structure.mode!r}")
         fwd, bwd = row_function_names(key, dtype)
         cases[key] = case
@@ -187,14 +185,7 @@ def _span_function(printer: CudaPrinter, structure: Structure, name: str,
     lines += [f"    const {ctype} {slots[s]} = ({ctype})p[{s.name[1:]}];"
               for s in structure.slots if s in used]
     lines.append("    for (; i < end; i += step) {")
-    for var, cname in inputs.items():
-        if var in used:
-            lines.append(f"        const {ctype} {cname} = {_INPUT_POINTERS[cname]}[i];")
-    for temp, value in lowered.temps:
-        ttype = "int" if is_boolean(value) else ctype
-        lines.append(f"        const {ttype} {temp} = {printer.expression(value)};")
-    result = printer.expression(lowered.results[0])
-    lines.append(f"        out[i] = g[i]*({result});" if grad else f"        out[i] = {result};")
+    lines += element_body(printer, lowered, used, inputs, ctype, grad)
     lines += ["    }", "}"]
     return "\n".join(lines) + "\n"
 

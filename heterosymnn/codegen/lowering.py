@@ -100,8 +100,10 @@ def _bind_power_bases(expr: sp.Basic, temps: List[Tuple[sp.Symbol, sp.Basic]],
     return expr
 
 
-#: Names the generated code gives the input variables of each mode.
+#: Names the generated code gives the input variables of each mode...
 INPUT_NAMES = {"activation": ("x",), "loss": ("yp", "yt")}
+#: ...and the kernel argument each one is read from.
+INPUT_POINTERS = {"x": "a", "yp": "a", "yt": "b"}
 
 
 def bind_structure(printer, structure, expr: sp.Basic) -> Tuple[Lowered, set, dict, dict]:
@@ -120,3 +122,19 @@ def bind_structure(printer, structure, expr: sp.Basic) -> Tuple[Lowered, set, di
         raise ValueError(f"structure {structure.key[:12]}: unexpected symbols {sorted(map(str, unknown))}")
     printer.symbol_names = {**inputs, **slots, **{t: str(t) for t, _ in lowered.temps}}
     return lowered, used, inputs, slots
+
+
+def element_body(printer, lowered: Lowered, used: set, inputs: dict, ctype: str, grad: bool) -> List[str]:
+    """The statements computing ``out[i]`` (shared by the C and CUDA loops).
+
+    Inputs are loaded only when used; boolean temporaries are ``int`` so no
+    ``<stdbool.h>`` is needed; backward activations multiply by ``g[i]``.
+    """
+    lines = [f"        const {ctype} {cname} = {INPUT_POINTERS[cname]}[i];"
+             for var, cname in inputs.items() if var in used]
+    for temp, value in lowered.temps:
+        ttype = "int" if is_boolean(value) else ctype
+        lines.append(f"        const {ttype} {temp} = {printer.expression(value)};")
+    result = printer.expression(lowered.results[0])
+    lines.append(f"        out[i] = g[i]*({result});" if grad else f"        out[i] = {result};")
+    return lines
