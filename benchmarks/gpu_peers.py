@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from heterosymnn import SymbolicJITCompiler  # noqa: E402
 
 CONFIGS = ["tanh", "sin", "relu", "sigmoid", "softplus", "gaussian",
@@ -54,39 +55,6 @@ def event_timer(cp):
     return timed
 
 
-def torch_peers(dtype: str, rows: int):
-    try:
-        import torch
-    except ImportError:
-        return {}
-    if not torch.cuda.is_available():
-        return {}
-    groups = [torch.arange(k, rows, 8, device="cuda") for k in range(8)]
-    functions = [torch.tanh, torch.sin, torch.relu, torch.sigmoid, torch.nn.functional.softplus,
-                 lambda x: torch.exp(-x * x), lambda x: 1.5 * torch.tanh(0.7 * x),
-                 lambda x: torch.nn.functional.leaky_relu(x, 0.01)]
-
-    def forward(z):
-        out = torch.empty_like(z)
-        for index, f in zip(groups, functions):
-            out[index] = f(z[index])
-        return out
-
-    peers = {}
-    for name, run in (("PyTorch eager", forward), ("torch.compile", torch.compile(forward))):
-        def factory(direction, z, g, run=run):
-            zt, gt = torch.as_tensor(z, device="cuda"), torch.as_tensor(g, device="cuda")
-            if direction == "fwd":
-                return lambda: run(zt)
-
-            def backward():
-                x = zt.detach().requires_grad_(True)
-                run(x).backward(gt)
-            return backward
-        peers[name] = factory
-    return peers
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=31)
@@ -111,7 +79,12 @@ def main(argv=None) -> int:
             z = cp.asarray((rng.standard_normal((rows, cols)) * 2).astype(dtype))
             g = cp.asarray(rng.standard_normal((rows, cols)).astype(dtype))
             out = cp.empty_like(z)
-            peers = torch_peers(dtype, rows)
+            try:
+                from peer_kernels import torch_peers
+
+                peers = torch_peers(np.arange(rows) % 8, device="cuda")
+            except ImportError:
+                peers = {}
             for direction in ("fwd", "bwd"):
                 calls = {}
                 if direction == "fwd":

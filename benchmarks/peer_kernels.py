@@ -98,11 +98,17 @@ def _groups(kinds: np.ndarray):
     return [np.flatnonzero(kinds == k) for k in range(8)]
 
 
-def _torch_peers(dtype: str, kinds: np.ndarray) -> Dict[str, Callable]:
+def torch_peers(kinds: np.ndarray, device: str = "cpu") -> Dict[str, Callable]:
+    """PyTorch eager and ``torch.compile``, one evaluation per group of rows, on ``device``.
+
+    Shared by the CPU and GPU benchmarks; inputs may be NumPy or CuPy arrays
+    (``torch.as_tensor`` takes either without a copy on the matching device).
+    """
     import torch
 
-    torch_dtype = getattr(torch, dtype)
-    groups = [torch.as_tensor(g) for g in _groups(kinds)]
+    if device == "cuda" and not torch.cuda.is_available():
+        return {}
+    groups = [torch.as_tensor(g, device=device) for g in _groups(kinds)]
     functions = [torch.tanh, torch.sin, torch.relu, torch.sigmoid, torch.nn.functional.softplus,
                  lambda x: torch.exp(-x * x), lambda x: 1.5 * torch.tanh(0.7 * x),
                  lambda x: torch.nn.functional.leaky_relu(x, 0.01)]
@@ -117,8 +123,7 @@ def _torch_peers(dtype: str, kinds: np.ndarray) -> Dict[str, Callable]:
         run = torch.compile(forward) if compiled else forward
 
         def factory(direction, z, g):
-            zt = torch.from_numpy(z).to(torch_dtype)
-            gt = torch.from_numpy(g).to(torch_dtype)
+            zt, gt = torch.as_tensor(z, device=device), torch.as_tensor(g, device=device)
             if direction == "fwd":
                 return lambda: run(zt)
 
@@ -162,9 +167,9 @@ def _jax_peers(dtype: str, kinds: np.ndarray) -> Dict[str, Callable]:
 def optional_peers(dtype: str, kinds: np.ndarray) -> Dict[str, Callable]:
     """``{name: factory(direction, z, g) -> call}`` for every peer that is installed."""
     peers: Dict[str, Callable] = {}
-    for make in (_torch_peers, _jax_peers):
+    for make in (lambda: torch_peers(kinds), lambda: _jax_peers(dtype, kinds)):
         try:
-            peers.update(make(dtype, kinds))
+            peers.update(make())
         except ImportError:
             continue
     return peers

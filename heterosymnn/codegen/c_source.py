@@ -58,8 +58,6 @@ LIBMVEC_COMPILE_FLAGS = (f"-D{c_prelude.LIBMVEC_MACRO}",)
 #: ... and link the vector library (before libm).
 LIBMVEC_LIBRARIES = ("mvec", "m")
 
-#: C names of the per-element inputs, by mode.
-
 ROW_PARAMS = ("int64_t n, const {T} *HS_RESTRICT a, const {T} *HS_RESTRICT b,\n"
               "    const {T} *HS_RESTRICT g, {T} *HS_RESTRICT out, const double *HS_RESTRICT p")
 CDEF_PARAMS = "int64_t n, const {T} *a, const {T} *b, const {T} *g, {T} *out, const double *p"
