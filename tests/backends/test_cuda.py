@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from corpus import ACTIVATIONS, LOSSES
+from counting import count_front_end_calls
 
 
 def _gpu_count() -> int:
@@ -204,19 +205,7 @@ def test_set_gpu_id_to_a_missing_device_names_the_devices_that_exist(cp):
 
 
 def test_set_gpu_id_redoes_no_parsing_derivation_or_source_generation(cp, monkeypatch):
-    import heterosymnn.symbolic.layer as layer_module
-    from heterosymnn.codegen import cuda_source
-
-    calls = {"analyze": 0, "render": 0}
-
-    def counting(name, function):
-        def wrapper(*args, **kwargs):
-            calls[name] += 1
-            return function(*args, **kwargs)
-        return wrapper
-
-    monkeypatch.setattr(layer_module, "analyze", counting("analyze", layer_module.analyze))
-    monkeypatch.setattr(cuda_source, "render_cuda_module", counting("render", cuda_source.render_cuda_module))
+    calls = count_front_end_calls(monkeypatch)
     gpu = SymbolicJITCompiler(["relu", ("a*sin(num)", {"a": 2.0})], "GPU_CUDA", strict=True)
     assert calls == {"analyze": 1, "render": 1}  # the counters see the build
     for device in [*range(GPU_COUNT), 0]:

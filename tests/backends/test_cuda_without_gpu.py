@@ -25,6 +25,7 @@ from heterosymnn import (
 )
 import cuda_emulation
 from corpus import ACTIVATIONS, LOSSES
+from counting import count_front_end_calls
 from heterosymnn.backends import cuda
 from heterosymnn.jit import selection
 
@@ -407,21 +408,9 @@ def test_simulated_numpy_input_is_a_type_error(sim):
 
 
 def test_simulated_set_gpu_id_moves_only_device_state(sim, monkeypatch):
-    import heterosymnn.symbolic.layer as layer_module
-    from heterosymnn.codegen import cuda_source
-
-    calls = {"analyze": 0, "render": 0}
-
-    def counting(name, function):
-        def wrapper(*args, **kwargs):
-            calls[name] += 1
-            return function(*args, **kwargs)
-        return wrapper
-
     configs = [("k*num", {"k": 2.0}), "sin"]
     cpu = SymbolicJITCompiler(configs, "CPU_PYTHON", dtype="float64")
-    monkeypatch.setattr(layer_module, "analyze", counting("analyze", layer_module.analyze))
-    monkeypatch.setattr(cuda_source, "render_cuda_module", counting("render", cuda_source.render_cuda_module))
+    calls = count_front_end_calls(monkeypatch)
     gpu = SymbolicJITCompiler(configs, "GPU_CUDA", dtype="float64", strict=True)
     assert calls == {"analyze": 1, "render": 1}  # the counters see the build
     assert {device for device, _ in sim.loads} == {0} and len(sim.loads) == 4
