@@ -32,19 +32,17 @@ def as_input(array: Any, name: str, dtype: np.dtype, xp: Any = np) -> Any:
     return array if array.flags.c_contiguous else xp.ascontiguousarray(array)
 
 
-def rows_view(array: Any, n_rows: int, name: str, elementwise: bool) -> Any:
-    """The array as ``(rows, cols)``: ``(n,)`` -> ``(n, 1)``; element-wise losses flatten to one row."""
+def check_rows(array: Any, n_rows: int, name: str, elementwise: bool) -> None:
+    """Check that ``array`` has one row per node: ``(n,)`` or ``(n, batch)`` (any shape for an
+    element-wise loss). Kernels read node ``r`` as the ``r``-th contiguous block."""
     if elementwise:
-        return array.reshape(1, -1)
-    if array.ndim == 1:
-        array = array.reshape(-1, 1)
-    if array.ndim != 2:
+        return
+    if array.ndim not in (1, 2):
         raise ValueError(f"{name} must have shape ({n_rows},) or ({n_rows}, batch), "
                          f"got an array with {array.ndim} dimensions, shape {array.shape}")
     if array.shape[0] != n_rows:
         raise ValueError(f"{name} has {array.shape[0]} rows, but the layer has {n_rows} nodes; "
                          f"expected shape ({n_rows},) or ({n_rows}, batch) with nodes on axis 0")
-    return array
 
 
 def same_shape(first: Any, second: Any, first_name: str, second_name: str) -> None:

@@ -219,9 +219,9 @@ class SymbolicJITCompiler:
         out, overlap = arrays.output(out, a.shape, self.dtype, inputs, xp, self._empty)
         if overlap:
             a, b = a.copy(), (None if b is None else b.copy())
-        arrays.rows_view(a, self.n_nodes, names[0], self._elementwise_loss)
+        arrays.check_rows(a, self.n_nodes, names[0], self._elementwise_loss)
         if b is not None:
-            arrays.rows_view(b, self.n_nodes, names[1], self._elementwise_loss)
+            arrays.check_rows(b, self.n_nodes, names[1], self._elementwise_loss)
         if a.size:
             kernel(a, b, out)
         return out
