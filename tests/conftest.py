@@ -1,9 +1,34 @@
-"""Shared fixtures: every test gets a fresh cache directory and default settings."""
+"""Shared fixtures: every test gets a fresh cache directory and default settings.
+
+Property tests run under a Hypothesis profile: ``ci`` (the default) is
+derandomised and short so the suite stays a few minutes and a red run can be
+replayed exactly; ``--hypothesis-profile=long`` draws fresh random examples,
+many more of them, for a by-hand run.
+"""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from heterosymnn import config
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long",
+    derandomize=False,
+    deadline=None,
+    print_blob=True,
+    max_examples=2000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)
