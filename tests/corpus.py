@@ -14,11 +14,35 @@ SQRT2 = np.sqrt(2.0)
 
 
 def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+    return special.expit(z)
 
 
 def _softplus(z):
-    return np.log1p(np.exp(z))
+    # log(1 + e^z) without overflow: the mathematical value the kernels must give.
+    return np.logaddexp(0.0, z)
+
+
+def _softsign(z):
+    # z/(1 + |z|), with its limits +-1 at z = +-inf.
+    return np.where(np.isinf(z), np.sign(z), z / (1 + np.abs(z)))
+
+
+def _at_infinity(z, at_minus_inf, at_plus_inf, value):
+    """``value`` with the function's limits written in at z = -inf and +inf."""
+    return np.where(z == -np.inf, at_minus_inf, np.where(z == np.inf, at_plus_inf, value))
+
+
+def _gelu(z):
+    # z*Phi(z) with Phi from erfc: no cancellation for z << 0; limits 0 and +inf.
+    return _at_infinity(z, 0.0, np.inf, 0.5 * z * special.erfc(-z / SQRT2))
+
+
+def _gelu_derivative(z):
+    return _at_infinity(z, 0.0, 1.0, 0.5 * special.erfc(-z / SQRT2) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi))
+
+
+def _log_cosh(d):
+    return np.logaddexp(d, -d) - np.log(2.0)
 
 
 ACTIVATIONS = [
@@ -33,10 +57,9 @@ ACTIVATIONS = [
     (("swish", {"beta": 2.0}), lambda z: z * _sigmoid(2 * z),
      lambda z: _sigmoid(2 * z) + 2 * z * _sigmoid(2 * z) * (1 - _sigmoid(2 * z))),
     ("softplus", _softplus, _sigmoid),
-    ("gelu", lambda z: 0.5 * z * (1 + special.erf(z / SQRT2)),
-     lambda z: 0.5 * (1 + special.erf(z / SQRT2)) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)),
-    ("gaussian", lambda z: np.exp(-z * z), lambda z: -2 * z * np.exp(-z * z)),
-    ("softsign", lambda z: z / (1 + np.abs(z)), lambda z: 1 / (1 + np.abs(z)) ** 2),
+    ("gelu", _gelu, _gelu_derivative),
+    ("gaussian", lambda z: np.exp(-z * z), lambda z: _at_infinity(z, 0.0, 0.0, -2 * z * np.exp(-z * z))),
+    ("softsign", _softsign, lambda z: 1 / (1 + np.abs(z)) ** 2),
     ("hard_tanh", lambda z: np.clip(z, -1, 1), lambda z: ((z > -1) & (z < 1)).astype(float) + 0 * z),
     ("sin", np.sin, np.cos),
     ("identity", lambda z: z, lambda z: np.ones_like(z) + 0 * z),
@@ -71,7 +94,7 @@ LOSSES = [
      lambda p, t: np.where(np.abs(p - t) <= 1, p - t, np.sign(p - t))),
     (("huber", {"delta": 0.5}), lambda p, t: np.where(np.abs(p - t) <= 0.5, 0.5 * (p - t) ** 2, 0.5 * (np.abs(p - t) - 0.25)),
      lambda p, t: np.where(np.abs(p - t) <= 0.5, p - t, 0.5 * np.sign(p - t))),
-    ("log_cosh", lambda p, t: np.log(np.cosh(p - t)), lambda p, t: np.tanh(p - t)),
+    ("log_cosh", lambda p, t: _log_cosh(p - t), lambda p, t: np.tanh(p - t)),
     ("quantile", lambda p, t: np.maximum(0.5 * (t - p), -0.5 * (t - p)),
      lambda p, t: np.where(p > t, 0.5, np.where(p < t, -0.5, 0.0))),
     ("bce", lambda p, t: -(t * np.log(np.clip(p, 1e-7, 1 - 1e-7)) + (1 - t) * np.log(1 - np.clip(p, 1e-7, 1 - 1e-7))),

@@ -40,7 +40,7 @@ OPENMP_SIMD_MACRO = "HS_OPENMP_SIMD"
 _LIBMVEC_BASE = frozenset({"sin", "cos", "exp", "log", "pow"})
 _LIBMVEC_235 = frozenset({
     "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh",
-    "asinh", "acosh", "atanh", "erf", "erfc",
+    "asinh", "acosh", "atanh", "erf", "erfc", "expm1", "log1p",
 })
 _BINARY = frozenset({"pow"})
 

@@ -28,7 +28,7 @@ from heterosymnn.symbolic.grammar import EVALUABLE_NODES
 
 #: SymPy function class name -> C99 math library base name (double flavour).
 MATH_FUNCTIONS: Dict[str, str] = {
-    "exp": "exp", "log": "log",
+    "exp": "exp", "log": "log", "expm1": "expm1", "log1p": "log1p",
     "sin": "sin", "cos": "cos", "tan": "tan",
     "asin": "asin", "acos": "acos", "atan": "atan",
     "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",

@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Callable, Dict, Tuple
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 
 # name in formula text -> (SymPy constructor, allowed argument counts; None = 2 or more)
 FUNCTIONS: Dict[str, Tuple[Callable, Tuple[int, ...] | None]] = {
     "exp": (sp.exp, (1,)),
+    # exp(u) - 1 and log(1 + u) without the cancellation near u = 0 (stable forms).
+    "expm1": (expm1, (1,)),
+    "log1p": (log1p, (1,)),
     "log": (sp.log, (1, 2)),
     "ln": (sp.log, (1,)),
     "sqrt": (sp.sqrt, (1,)),
@@ -57,6 +61,7 @@ BUILTIN_CONSTANTS: Dict[str, sp.Expr] = {
 UNARY_MATH = (
     sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan,
     sp.sinh, sp.cosh, sp.tanh, sp.asinh, sp.acosh, sp.atanh, sp.erf, sp.erfc,
+    expm1, log1p,
 )
 
 RELATIONALS = (

@@ -55,23 +55,11 @@ LOSS_ALLOW = {
     (_entry(LOSS_CONFIGS, "bce"), "backward"): REF_WHERE_DROPS_NAN,
 }
 
-# Known weaknesses, kept visible: the symbolic derivative is a quotient whose parts both
-# overflow (exp(800)/(1 + exp(800))**2 is inf/inf), so it gives NaN where the true value is
-# 0 or +-1. These cases must fail; when one is fixed the test says so, and it comes off the list.
-DERIVATIVE_OVERFLOW = "derivative overflows to inf/inf = NaN at large |input| (true value is finite)"
-ACT_KNOWN = {
-    (_entry(ACT_CONFIGS, "sigmoid"), "backward", "special"): DERIVATIVE_OVERFLOW,
-    (_entry(ACT_CONFIGS, "sigmoid"), "backward", "large"): DERIVATIVE_OVERFLOW,
-    (_entry(ACT_CONFIGS, "swish"), "backward", "large"): DERIVATIVE_OVERFLOW,
-    (_entry(ACT_CONFIGS, ("swish", {"beta": 2.0})), "backward", "large"): DERIVATIVE_OVERFLOW,
-    (_entry(ACT_CONFIGS, "softplus"), "backward", "special"): DERIVATIVE_OVERFLOW,
-    (_entry(ACT_CONFIGS, "softplus"), "backward", "large"): DERIVATIVE_OVERFLOW,
-    (_entry(ACT_CONFIGS, "softsign"), "backward", "special"): DERIVATIVE_OVERFLOW,
-}
-LOSS_KNOWN = {
-    (_entry(LOSS_CONFIGS, "log_cosh"), "backward", "special"): DERIVATIVE_OVERFLOW,
-    (_entry(LOSS_CONFIGS, "log_cosh"), "backward", "large"): DERIVATIVE_OVERFLOW,
-}
+# Known weaknesses, kept visible: a case listed here must fail; when one is fixed the test
+# says so, and it comes off the list. (The named formulas' inf/inf derivatives that used to
+# be here are fixed by their stable forms; see the numerics tests in test_named_numerics.py.)
+ACT_KNOWN: dict = {}
+LOSS_KNOWN: dict = {}
 
 # float32 cannot hold bce's clip bounds: 1 - 1e-7 becomes 1 - 1.19e-7 and 1e-7 becomes
 # 1.0000000117e-7, so where a clip decides the result a float32 kernel clips at another point

@@ -19,6 +19,7 @@ from typing import List, Sequence
 import numpy as np
 import scipy.special  # noqa: F401  (lambdify's "scipy" module needs it importable)
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 
 from heterosymnn.codegen import GCC_FLAGS, LIBMVEC_COMPILE_FLAGS, LIBMVEC_LIBRARIES
 from heterosymnn.symbolic.structure import (
@@ -91,6 +92,7 @@ def _corpus() -> List[Structure]:
         make(ACTIVATION, sp.GoldenRatio * x + sp.pi * sp.cos(sp.E * x)),
         make(ACTIVATION, sp.Float("0.1") * x + sp.Float("1e-3") + sp.log(x) + sp.exp(x)),
         make(ACTIVATION, sp.Piecewise((x, x > 0), (p0 * (sp.exp(x) - 1), True))),
+        make(ACTIVATION, log1p(x**2) + p0 * expm1(-x)),
         make(ACTIVATION, p0 + p1),  # no variable at all
         make(LOSS, (yp - yt)**2),
         make(LOSS, sp.Abs(yp - yt), sp.sign(yp - yt)),

@@ -107,6 +107,8 @@ VALID = [
 # One call per whitelisted function of one argument, on an argument inside its domain.
 UNARY = {
     "exp": ("exp(num)", np.exp),
+    "expm1": ("expm1(num)", np.expm1),
+    "log1p": ("log1p(num + 0.5)", lambda z: np.log1p(z + 0.5)),
     "log": ("log(num + 2)", lambda z: np.log(z + 2)),
     "ln": ("ln(num + 2)", lambda z: np.log(z + 2)),
     "sqrt": ("sqrt(num + 1)", lambda z: np.sqrt(z + 1)),

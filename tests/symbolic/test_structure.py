@@ -78,7 +78,9 @@ def test_set_constants_on_a_shared_structure_changes_only_that_node():
     ("activation", ["sin", "sin(num)", "sin(x)", " sin(num) "]),
     ("activation", ["identity", "linear", "num", "x", "+num", "--num"]),
     ("activation", ["tanh", "tanh(num)", "tanh(z)"]),
-    ("activation", ["sigmoid", "1/(1 + exp(-num))", "(1 + exp(-num))**-1"]),
+    ("activation", ["sigmoid", "sigmoid(num)", "sigmoid(x)"]),
+    ("activation", ["exp(-num**2)", "exp(-x*x)", "exp(-(z**2))"]),
+    ("activation", ["1/(1 + exp(-num))", "(1 + exp(-num))**-1"]),
     ("activation", ["leaky_relu", ("Piecewise((num, num > 0), (alpha*num, True))", {"alpha": 0.01}),
                     ("Piecewise((num, num > 0), (k*num, True))", {"k": 0.5}), ("leaky_relu(num, w)", {"w": 0.3})]),
     ("activation", ["num*2 + 1", "1 + 2*num", "2*num + 1", "num + 1 + num"]),
@@ -87,6 +89,11 @@ def test_set_constants_on_a_shared_structure_changes_only_that_node():
 ])
 def test_equal_trees_are_one_structure_however_written(mode, group):
     assert len(set(keys(group, mode))) == 1
+
+
+def test_a_spelled_out_formula_keeps_its_own_semantics_not_the_named_stable_form():
+    # "sigmoid" is a stable two-branch form; a user's 1/(1 + exp(-num)) stays what they wrote.
+    assert len(set(keys(["sigmoid", "1/(1 + exp(-num))"], "activation"))) == 2
 
 
 def test_order_and_repeats_do_not_matter():
