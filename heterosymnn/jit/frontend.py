@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import CompilationWarning
 from ..symbolic.configs import FormulaSyntaxProblem, normalize_config
+from ..symbolic.named_table import named_table_fingerprint
 from ..symbolic.plan import LayerPlan
 
 PLAN_FILE = "plan.json"
@@ -57,10 +58,14 @@ class LayerSource:
             return None  # the full analysis reports it properly
 
     def _record_key(self, normalized) -> str:
+        from .. import __version__
         from ..cache import cache_key
 
         shape = [self.mode, [[text, sorted(constants)] for text, constants in normalized]]
-        return cache_key("layer-plan", source=json.dumps(shape), toolchain_identity="none")
+        # The same text means another plan once "sigmoid" is defined differently, or the
+        # parser changes: both are part of the key.
+        language = {"named_formulas": named_table_fingerprint(), "heterosymnn": __version__}
+        return cache_key("layer-plan", source=json.dumps(shape), toolchain_identity="none", extra=language)
 
     def _plan_from_cache(self) -> Optional[LayerPlan]:
         normalized = self._normalized() if self._cache is not None else None
