@@ -7,6 +7,7 @@ compiler's own messages reach the user in a ``JITCompilationError``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -80,6 +81,9 @@ def build_extension(request: BuildRequest, workdir: Path, timeout: float,
     output = completed.stdout or ""
     artifact = _artifact_path(output)
     if completed.returncode != 0 or artifact is None or not artifact.exists():
+        disk_full = _disk_error(output, workdir)
+        if disk_full is not None:
+            raise disk_full
         kept = _keep_source(request, keep_failed_source)
         raise JITCompilationError(
             f"the C compiler failed to build {request.module_name} (exit status {completed.returncode})",
@@ -105,6 +109,28 @@ def _artifact_path(output: str) -> Optional[Path]:
         if line.startswith(ARTIFACT_MARKER):
             return Path(json.loads(line[len(ARTIFACT_MARKER):]))
     return None
+
+
+def _disk_error(output: str, workdir: Path) -> Optional[OSError]:
+    """The compiler's failure as the ``OSError`` it is when it could not write its files.
+
+    A full or read-only disk is no fault of the generated code: as an
+    ``OSError`` with its errno, the cache moves to a usable directory (or says
+    which disk to free) instead of reporting a compiler bug.
+    """
+    for line in output.splitlines():
+        for code, phrases in _DISK_PHRASES:
+            if any(phrase in line.lower() for phrase in phrases):
+                return OSError(code, f"{os.strerror(code)}: the compiler could not write its output "
+                                     f"({line.strip()[:160]})", str(workdir))
+    return None
+
+
+_DISK_PHRASES = tuple((code, phrases) for code, phrases in (
+    (errno.ENOSPC, ("no space left on device", "not enough space on the disk")),
+    (getattr(errno, "EDQUOT", None), ("disk quota exceeded",)),
+    (errno.EROFS, ("read-only file system",)),
+) if code is not None)
 
 
 def _compiler_lines(output: str, limit: int = 60) -> str:

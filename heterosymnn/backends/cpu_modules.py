@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..cache import KernelCache, cache_key
+from ..cache.layout import check_key
 from ..config import settings
 from ..errors import JITCompilationError
 from ..toolchains import Toolchain
@@ -122,10 +123,27 @@ def find_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolchai
         entry = cache.lookup(structure_entry_key(key, toolchain, dtype))
         if entry is None:
             continue
-        module = load_extension(cache, entry.meta["module"])
-        if module is not None:
-            found[key] = RowFunctions(module, entry.meta["forward"], entry.meta["backward"])
+        module_key, forward, backward = (entry.meta.get(name) for name in ("module", "forward", "backward"))
+        if not (_is_key(module_key) and isinstance(forward, str) and isinstance(backward, str)):
+            cache.invalidate(entry, "its record does not name a module and two functions")
+            continue
+        module = load_extension(cache, module_key)
+        if module is None:
+            continue
+        if not (hasattr(module.lib, forward) and hasattr(module.lib, backward)):
+            # meta.json is not checksummed: an edited record must not reach the C call.
+            cache.invalidate(entry, f"its module has no function {forward!r} or {backward!r}")
+            continue
+        found[key] = RowFunctions(module, forward, backward)
     return found
+
+
+def _is_key(value: Any) -> bool:
+    try:
+        check_key(value)
+    except ValueError:
+        return False
+    return True
 
 
 def ensure_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolchain, dtype: str,
@@ -169,9 +187,15 @@ def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype
         rows = {}
         for structure in group:
             forward, backward = generated.functions[structure.key]
-            cache.publish(structure_entry_key(structure.key, toolchain, dtype), {}, {
-                "bookkeeping": True, "module": _key("c-module", generated.source, toolchain, dtype),
-                "forward": forward, "backward": backward})
+            record_key = structure_entry_key(structure.key, toolchain, dtype)
+            fields = {"bookkeeping": True, "module": _key("c-module", generated.source, toolchain, dtype),
+                      "forward": forward, "backward": backward}
+            entry = cache.publish(record_key, {}, fields)
+            if entry.meta.get("module") != fields["module"]:
+                # The record pointed at a module that is gone (pruned): kept, it would
+                # send every later layer using this structure to the compiler again.
+                cache.discard(entry)
+                cache.publish(record_key, {}, fields)
             rows[structure.key] = RowFunctions(module, forward, backward)
         return rows
 

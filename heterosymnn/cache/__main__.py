@@ -68,8 +68,9 @@ def _print_info(info: Dict[str, Any]) -> None:
     print(f"directory:      {info['directory']}{'' if info['exists'] else ' (does not exist yet)'}")
     print(f"size:           {info['size_bytes']} bytes ({_human(info['size_bytes'])})")
     print(f"entries:        {info['entries']} ({info['entries_bytes']} bytes)")
-    print(f"builds logged:  {info['builds_logged']}")
-    print(f"lock files:     {info['lock_files']} ({info['locks_held']} held by running builds)")
+    print(f"builds logged:  {info['builds_logged']} ({info['removals_logged']} entries removed by clear/prune)")
+    print(f"lock files:     {info['lock_files']} ({info['locks_held']} held by running builds; "
+          f"the others were left by killed processes)")
     print(f"temp dirs:      {info['temp_dirs']} ({info['stale_temp_dirs']} stale, left by killed builds)")
     if info["other_schemas"]:
         print(f"older schemas:  {', '.join(info['other_schemas'])} (safe to delete)")
@@ -96,7 +97,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "clear":
         report = manage.clear()
-        text = f"removed {report['removed']} entries and {report['temp_removed']} stale temp dirs from {report['directory']}"
+        text = (f"removed {report['removed']} entries, {report['temp_removed']} stale temp dirs and "
+                f"{report['locks_removed']} stale lock files from {report['directory']}")
     else:
         report = manage.prune(args.max_size)
         text = (f"removed {report['removed']} entries ({_human(report['freed_bytes'])}); "

@@ -24,13 +24,27 @@ def append(path: Path, record: Mapping[str, Any]) -> None:
     """
     line = (json.dumps(record, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
         try:
-            os.write(fd, line)
+            if _ends_torn(fd):
+                # A writer killed (or a disk filled) mid-line left no newline: start
+                # a fresh line, or this record would be glued to the broken one and lost.
+                line = b"\n" + line
+            written = os.write(fd, line)
+            if written < len(line):  # a full disk took part of the line; the next append ends it
+                raise OSError(f"only {written} of {len(line)} bytes were written")
         finally:
             os.close(fd)
     except OSError as exc:
         log.warning("could not append to the build log %s: %s", path, exc)
+
+
+def _ends_torn(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    if not size:
+        return False
+    os.lseek(fd, size - 1, os.SEEK_SET)  # O_APPEND still sends the write to the end
+    return os.read(fd, 1) != b"\n"
 
 
 def read(path: Path) -> List[Dict[str, Any]]:

@@ -141,10 +141,27 @@ def mark_verified(path: Path, meta: Mapping[str, Any]) -> None:
         _verified[str(path)] = signature
 
 
+def unchanged(entry: Entry) -> bool:
+    """Whether ``entry``'s files are still the ones that were verified (stats only, no hashing).
+
+    For entries this process already knows: a file rewritten since (another
+    process repairing it, a user editing it, a disk error) changes its stat
+    signature, and the entry must then be checked again before it is trusted.
+    """
+    signature, _ = _signature(entry.path, entry.meta["files"], entry.meta["sizes"])
+    return signature is not None and _verified.get(str(entry.path)) == signature
+
+
 def _signature(path: Path, files: Mapping[str, str], sizes: Mapping[str, int]) -> Tuple[Optional[tuple], str]:
     # Sizes are checked on every disk lookup (a stat is cheap); the stat tuple
     # decides whether the expensive hash must run again.
-    signature = []
+    # meta.json is part of the signature: a record (an entry with no files) rewritten at
+    # the same path by another process is a new entry, and must be read again.
+    try:
+        st = (path / META_NAME).stat()
+    except OSError:
+        return None, f"{META_NAME} is missing"
+    signature = [(META_NAME, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)]
     for name in sorted(files):
         try:
             st = path.joinpath(*name.split("/")).stat()

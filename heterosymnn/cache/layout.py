@@ -5,10 +5,11 @@ cache directory)::
 
     v<CACHE_SCHEMA>/
       entries/<key[:2]>/<key>/   artifact files, then meta.json (written last)
-      locks/<key[:2]>/<key>.lock one file lock per key
+      locks/<key[:2]>/<key>.lock one file lock per key, present while it is held
       tmp/<key>-<random>/        private build directories, renamed into entries/
       trash/<random>/            entries being deleted (renamed here first, atomically)
-      builds.jsonl               one JSON line per build
+      builds.jsonl               one JSON line per build, and one per entry removed by
+                                 clear or prune (those have an "event" field)
 
 Everything a build writes lives under one root so that ``os.replace`` from
 ``tmp/`` to ``entries/`` is a same-filesystem, atomic rename.
@@ -150,6 +151,7 @@ def fallback_layout(unusable: Path, error: Union[OSError, str]) -> Layout:
 
 
 def _describe(error: Union[OSError, str]) -> str:
+    """An error in a few words for a message: ``"ENOSPC: No space left on device on /path"``."""
     if isinstance(error, OSError):
         name = errno.errorcode.get(error.errno or 0, "error")
         where = f" on {error.filename}" if error.filename else ""

@@ -2,7 +2,14 @@
 
 These work on the configured directory as it is (they never fall back to a
 temporary one, which would report on the wrong place) and take each entry's
-lock before removing it, so a build in progress is never half-deleted.
+lock before removing it, so a build in progress is never half-deleted and an
+entry being published is never removed half-way.
+
+Each removal is written to the build log, under the entry's lock and before
+the entry goes, as ``{"event": "removed", "key": ..., "by": "clear"|"prune"}``.
+Builds of a key are logged under the same lock, so the log orders every build
+and removal of one key as they happened: two builds of a key with no removal
+between them are a cache bug, which is what the stress tests check.
 """
 from __future__ import annotations
 
@@ -24,6 +31,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: live build holds the lock until its directory is gone). The age is a margin
 #: on top, and the only test for stray files that name no key.
 STALE_AGE_S = 60.0
+
+#: The ``event`` of a build-log line recording an entry removed by clear or prune.
+REMOVED = "removed"
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
@@ -92,7 +102,9 @@ def cache_info(base: Optional[PathLike] = None) -> Dict[str, Any]:
     dict
         ``directory``, ``exists``, ``schema``, ``size_bytes`` (everything under
         the directory), ``entries``, ``entries_bytes``, ``builds_logged``,
-        ``lock_files``, ``locks_held`` (builds in progress), ``temp_dirs``,
+        ``removals_logged`` (entries removed by clear and prune), ``lock_files``
+        (one outlives its build only if the builder was killed), ``locks_held``
+        (builds in progress), ``temp_dirs``,
         ``stale_temp_dirs`` (left by killed builds), ``trash_dirs`` and
         ``other_schemas`` (older cache generations that could be deleted).
     """
@@ -102,6 +114,7 @@ def cache_info(base: Optional[PathLike] = None) -> Dict[str, Any]:
     temps = _temp_dirs(layout)
     others = sorted(p.name for p in layout.base.glob("v*") if p.is_dir() and p != layout.root) \
         if layout.base.is_dir() else []
+    records = buildlog.read(layout.log)
     return {
         "directory": str(layout.root),
         "exists": layout.root.is_dir(),
@@ -109,7 +122,8 @@ def cache_info(base: Optional[PathLike] = None) -> Dict[str, Any]:
         "size_bytes": _tree_size(layout.root),
         "entries": len(entries),
         "entries_bytes": sum(_tree_size(path) for _, path in entries),
-        "builds_logged": len(buildlog.read(layout.log)),
+        "builds_logged": sum(1 for record in records if "event" not in record),
+        "removals_logged": sum(1 for record in records if record.get("event") == REMOVED),
         "lock_files": len(lock_files),
         "locks_held": sum(_is_held(p) for p in lock_files),
         "temp_dirs": len(temps),
@@ -148,9 +162,14 @@ def list_entries(base: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     return rows
 
 
-def _remove_entry(layout: Layout, key: str, path: Path, lock_timeout: float) -> Optional[str]:
+def _remove_entry(layout: Layout, key: str, path: Path, lock_timeout: float, by: str) -> Optional[str]:
     try:
         with locks.hold(layout.lock_path(key), lock_timeout, "removing a cache entry"):
+            if not path.is_dir():
+                return None  # removed meanwhile (by another clear or prune)
+            # Logged first: whoever finds the entry gone finds its removal logged.
+            buildlog.append(layout.log, {"event": REMOVED, "key": key, "by": by, "pid": os.getpid(),
+                                         "time": time.time()})
             return move_aside(path, layout.trash)
     except CacheError:
         return f"{path} skipped: a build of this key is in progress (its lock is held)"
@@ -164,14 +183,15 @@ def clear(base: Optional[PathLike] = None, lock_timeout: float = 10.0) -> Dict[s
     Returns
     -------
     dict
-        ``removed`` (entries), ``temp_removed``, ``skipped`` (one note per entry
-        left in place: locked by a running build, or a DLL loaded on Windows).
-        The build log is kept.
+        ``removed`` (entries), ``temp_removed``, ``locks_removed`` (lock files
+        left by killed processes), ``skipped`` (one note per entry left in
+        place: locked by a running build, or a DLL loaded on Windows). The
+        build log is kept.
     """
     layout = _layout(base)
     removed, skipped = 0, []
     for key, path in list(layout.iter_entries()):
-        note = _remove_entry(layout, key, path, lock_timeout)
+        note = _remove_entry(layout, key, path, lock_timeout, "clear")
         if note:
             skipped.append(note)
         else:
@@ -190,7 +210,23 @@ def clear(base: Optional[PathLike] = None, lock_timeout: float = 10.0) -> Dict[s
     for name in os.listdir(layout.trash) if layout.trash.is_dir() else []:
         if not remove_tree(layout.trash / name):
             skipped.append(f"{layout.trash / name} is still in use; delete it later")
-    return {"directory": str(layout.root), "removed": removed, "temp_removed": temp_removed, "skipped": skipped}
+    return {"directory": str(layout.root), "removed": removed, "temp_removed": temp_removed,
+            "locks_removed": _remove_free_lock_files(layout), "skipped": skipped}
+
+
+def _remove_free_lock_files(layout: Layout) -> int:
+    """Delete the lock files nobody holds (left by killed processes); how many went."""
+    if os.name == "nt":
+        return 0  # filelock deletes them there when it can: an open file cannot be deleted
+    removed = 0
+    for path in sorted(layout.locks.glob("*/*.lock")) if layout.locks.is_dir() else []:
+        try:
+            with locks.try_hold(path):  # the last release unlinks the file
+                pass
+        except (CacheError, OSError):
+            continue  # held: its build is running, and its lock file goes when the build ends
+        removed += not path.exists()
+    return removed
 
 
 def prune(max_bytes: int, base: Optional[PathLike] = None, lock_timeout: float = 10.0) -> Dict[str, Any]:
@@ -209,7 +245,7 @@ def prune(max_bytes: int, base: Optional[PathLike] = None, lock_timeout: float =
     for row in rows:
         if total <= max_bytes:
             break
-        note = _remove_entry(layout, row["key"], Path(row["path"]), lock_timeout)
+        note = _remove_entry(layout, row["key"], Path(row["path"]), lock_timeout, "prune")
         if note:
             skipped.append(note)
             continue

@@ -34,6 +34,7 @@ class Unusable(Exception):
 
 def make(layout: Layout, key: str, builder: Builder) -> Tuple[Entry, float]:
     """Build ``key`` in a private directory and publish it; the entry and the builder's seconds."""
+    _remove_leftovers(layout, key)
     try:
         os.makedirs(layout.tmp, exist_ok=True)
         # Named after the key so that clear() can tell, by its lock, whether a build still runs.
@@ -58,6 +59,19 @@ def make(layout: Layout, key: str, builder: Builder) -> Tuple[Entry, float]:
         if build_dir.exists():
             remove_tree(build_dir)
     return Entry(key, final, meta), seconds
+
+
+def _remove_leftovers(layout: Layout, key: str) -> None:
+    # Build directories of this key left by builders that were killed (or lost
+    # their disk) mid-build. We hold the key's lock, so none of them is still in
+    # use by a live builder; without this, every killed build would leak its files.
+    try:
+        names = os.listdir(layout.tmp)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(f"{key}-"):
+            remove_tree(layout.tmp / name)
 
 
 def _rename(layout: Layout, build_dir: Path, key: str, meta: Dict[str, Any]) -> Tuple[Path, Dict[str, Any]]:

@@ -21,7 +21,8 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 from ..config import settings
 from ..errors import CacheError, CompilationWarning
 from . import buildlog, locks
-from .entry import Entry, mark_verified, move_aside, verify
+from .entry import Entry, mark_verified, move_aside, unchanged, verify
+from .layout import _describe as describe
 from .layout import META_NAME, Layout, check_key, configured_base, fallback_layout
 from .memory import CacheStats, MemoryLayer
 from .publish import Builder, Unusable, function_count, make
@@ -83,7 +84,9 @@ class KernelCache:
         check_key(key)
         entry = self._memory.entry(key)
         if entry is not None:
-            if (entry.path / META_NAME).exists():  # one stat: catches a concurrent clear()
+            # A stat of meta.json catches a concurrent clear(); stats of the files
+            # catch one rewritten since it was hashed, which must be checked again.
+            if (entry.path / META_NAME).exists() and unchanged(entry):
                 self._memory.count(memory_hits=1)
                 return entry
             self._memory.forget(key)
@@ -119,9 +122,18 @@ class KernelCache:
         :meth:`publish` on any of these keys re-enters the held lock.
         """
         keys = [check_key(k) for k in keys]
-        layout = self._ensure_ready()
-        paths = [layout.lock_path(k) for k in keys]
-        with locks.hold_many(paths, settings().lock_timeout, f"building {len(keys)} kernel(s)"):
+        what = f"building {len(keys)} kernel(s)"
+        with contextlib.ExitStack() as stack:
+            layout = self._ensure_ready()
+            try:
+                stack.enter_context(locks.hold_many([layout.lock_path(k) for k in keys],
+                                                    settings().lock_timeout, what))
+            except CacheError:
+                raise
+            except OSError as exc:  # the directory turned read-only, full or vanished since it was prepared
+                layout = self._fall_back(Unusable(exc, layout.base))
+                stack.enter_context(locks.hold_many([layout.lock_path(k) for k in keys],
+                                                    settings().lock_timeout, what))
             yield
 
     def build(self, key: str, builder: Builder) -> Entry:
@@ -148,7 +160,9 @@ class KernelCache:
         Raises
         ------
         CacheError
-            If the key's lock is not obtained within ``HETEROSYMNN_LOCK_TIMEOUT``.
+            If the key's lock is not obtained within ``HETEROSYMNN_LOCK_TIMEOUT``,
+            or if neither the configured directory nor a private temporary one
+            can hold the entry (the message names the disk and the fix).
         Exception
             Whatever the builder raises; its temporary directory is removed.
         """
@@ -158,10 +172,12 @@ class KernelCache:
         try:
             return self._build(key, builder)
         except Unusable as exc:
-            with self._ready_lock:
-                if self._layout.base == exc.base:  # another thread may have switched already
-                    self._switch(exc.error)
+            self._fall_back(exc)
+        try:
             return self._build(key, builder)
+        except Unusable as exc:  # the private temporary cache failed as well (e.g. the same full disk)
+            raise _no_cache_error(f"the temporary kernel cache {self._layout.base} is unusable too",
+                                  exc.error) from exc.error
 
     def publish(self, key: str, files: Mapping[str, PathLike], metadata: Optional[Mapping[str, Any]] = None) -> Entry:
         """Publish existing files (copied) as the entry for ``key``; see :meth:`build`."""
@@ -181,20 +197,31 @@ class KernelCache:
         Only the very entry that failed is removed: if another process has
         republished the key meanwhile, the new entry stays.
         """
-        self._memory.forget(entry.key)
         warnings.warn(
             f"the kernel cache entry {entry.path} could not be used ({reason}); it will be rebuilt",
             CompilationWarning,
             stacklevel=2,
         )
-        with locks.hold(self._layout.lock_path(entry.key), settings().lock_timeout):
-            meta, _ = verify(entry.path, entry.key)
-            same = meta is None or (meta.get("created"), meta.get("pid")) == (
-                entry.meta.get("created"), entry.meta.get("pid"))
-            if same and entry.path.exists():
-                note = move_aside(entry.path, self._layout.trash)
-                if note:
-                    log.warning("could not remove %s: %s", entry.path, note)
+        self.discard(entry)
+
+    def discard(self, entry: Entry) -> None:
+        """Remove ``entry``, which is obsolete rather than broken (no warning).
+
+        Only that very entry is removed: if another process has republished
+        the key meanwhile, the new entry stays.
+        """
+        self._memory.forget(entry.key)
+        try:
+            with locks.hold(self._layout.lock_path(entry.key), settings().lock_timeout):
+                meta, _ = verify(entry.path, entry.key)
+                same = meta is None or (meta.get("created"), meta.get("pid")) == (
+                    entry.meta.get("created"), entry.meta.get("pid"))
+                if same and entry.path.exists():
+                    note = move_aside(entry.path, self._layout.trash)
+                    if note:
+                        log.warning("could not remove %s: %s", entry.path, note)
+        except OSError as exc:  # a read-only cache: the rebuild then goes to the fallback directory
+            log.warning("could not remove the unusable entry %s: %s", entry.path, exc)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -208,14 +235,23 @@ class KernelCache:
                 self._ready = True
             return self._layout
 
+    def _fall_back(self, failure: Unusable) -> Layout:
+        """Switch to the private temporary cache after ``failure``; the layout now in use."""
+        with self._ready_lock:
+            if self._layout.base == failure.base:  # another thread may have switched already
+                self._switch(failure.error)
+            return self._layout
+
     def _switch(self, error: OSError) -> None:
         if self.is_fallback:
-            raise CacheError(f"the temporary kernel cache {self._layout.base} is unusable too: {error}") from error
+            raise _no_cache_error(f"the temporary kernel cache {self._layout.base} is unusable too", error) from error
         try:
-            self._layout = fallback_layout(self._configured, error)
-            self._layout.prepare()
+            layout = fallback_layout(self._configured, error)
+            layout.prepare()
         except OSError as exc:
-            raise CacheError(f"no usable kernel cache directory: {error}; then {exc}") from exc
+            raise _no_cache_error(f"the kernel cache directory {self._configured} is unusable "
+                                  f"({describe(error)}) and so is a temporary one", exc) from exc
+        self._layout = layout
         self._ready = True
 
     def _from_disk(self, key: str, repair: bool) -> Optional[Entry]:
@@ -280,6 +316,15 @@ class KernelCache:
         buildlog.append(layout.log, record)
         log.info("built cache entry %s in %.2f s (%s function(s))", entry.key[:12], seconds, functions)
         return entry
+
+
+def _no_cache_error(problem: str, error: OSError) -> CacheError:
+    # Both the configured directory and the private temporary one failed (often
+    # one full disk): there is nowhere to build, so name the disk and the fix.
+    return CacheError(
+        f"{problem} ({describe(error)}): no compiled kernel can be stored. Fix: free some space on "
+        f"that disk (or make it writable), or set HETEROSYMNN_CACHE_DIR to a writable directory "
+        f"on a disk with free space.")
 
 
 def _touch(path: Path) -> None:

@@ -59,8 +59,8 @@ def find_toolchain_persisted(cache: Any) -> Toolchain:
     if key in stored:
         try:
             return _from_json(stored[key])
-        except (TypeError, KeyError):
-            pass
+        except (TypeError, KeyError, ValueError, AttributeError):
+            pass  # a damaged record: detecting again costs a fraction of a second, and rewrites it
     toolchain = find_toolchain()
     stored = {key: dataclasses.asdict(toolchain)}  # keep only the current answer
     _write(path, stored)
@@ -70,6 +70,8 @@ def find_toolchain_persisted(cache: Any) -> Toolchain:
 def _from_json(data: Dict[str, Any]) -> Toolchain:
     fields = dict(data)
     for name in ("compile_args", "link_args"):
+        if not isinstance(fields[name], list) or not all(isinstance(arg, str) for arg in fields[name]):
+            raise TypeError(f"{name} must be a list of strings")
         fields[name] = tuple(fields[name])
     fields["build_env"] = tuple(tuple(pair) for pair in fields["build_env"])
     return Toolchain(**fields)

@@ -66,6 +66,15 @@ def test_builder_killed_mid_build_leaves_nothing_usable(cache_dir, tmp_path):
         proc.kill()  # SIGKILL on POSIX: no cleanup code runs in the child
         proc.communicate(timeout=30)
 
+    # The leftover directory is reported as stale and removed by clear() once old
+    # (a rebuild of the same key would remove it too, see test_cache_faults.py).
+    stale = cache.root / "tmp" / leftovers[0]
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert cache_info(cache_dir)["stale_temp_dirs"] == 1
+    report = clear(cache_dir)
+    assert report["temp_removed"] == 1 and not stale.exists()
+
     # The OS released the dead builder's lock: this build does not wait for it.
     with override(lock_timeout=5.0):
         started = time.monotonic()
@@ -75,14 +84,6 @@ def test_builder_killed_mid_build_leaves_nothing_usable(cache_dir, tmp_path):
     assert len(calls) == 1 and entry.file("kernel.so").read_bytes() == b"artifact" * 64
     assert str(entry.path) not in str(leftovers)
     assert [r["key"] for r in read_log(cache)] == [key]  # the dead build logged nothing
-
-    # The leftover directory is reported as stale and removed by clear() once old.
-    stale = cache.root / "tmp" / leftovers[0]
-    old = time.time() - 3600
-    os.utime(stale, (old, old))
-    assert cache_info(cache_dir)["stale_temp_dirs"] == 1
-    report = clear(cache_dir)
-    assert report["temp_removed"] == 1 and not stale.exists()
 
 
 def test_lock_timeout_names_the_lock_file_and_the_setting(cache_dir, tmp_path):
