@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -33,10 +33,25 @@ def _normalize_dtype(dtype: Any) -> np.dtype:
     return resolved
 
 
+def _config_list(configs: Any) -> Any:
+    """A list of the configs; anything that is not a collection of them is kept for the front
+    end to reject with a FormulaParsingError (a str or bytes would iterate as characters)."""
+    if isinstance(configs, (str, bytes, bytearray)) or not isinstance(configs, Iterable):
+        return configs
+    return list(configs)
+
+
 def _check_device_id(device_id: Any) -> int:
     if isinstance(device_id, bool) or not isinstance(device_id, numbers.Integral) or device_id < 0:
         raise InvalidDeviceIDError(f"device_id must be a non-negative integer, got {device_id!r}")
     return int(device_id)
+
+
+def _fits_float64(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int or Fraction beyond float64
+        return False
 
 
 class SymbolicJITCompiler:
@@ -80,7 +95,7 @@ class SymbolicJITCompiler:
         self.dtype = _normalize_dtype(dtype)
         self.strict = bool(strict) or config.settings().strict
         self.device_id = _check_device_id(device_id)
-        self.configs = list(configs) if not isinstance(configs, (str, bytes)) else configs
+        self.configs = _config_list(configs)
         # Compiled backends keep the layer plan in the kernel cache (warm starts skip SymPy).
         cache = None
         if self.requested_method != CPU_PYTHON:
@@ -146,7 +161,7 @@ class SymbolicJITCompiler:
             if name not in names:
                 known = ", ".join(names) if names else "none"
                 raise KeyError(f"node {node} has no constant '{name}'; its constants are: {known}")
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _fits_float64(value):
                 raise ValueError(f"constant '{name}' must be a finite real number, got {value!r}")
             updates[names.index(name)] = float(value)
         for slot, value in updates.items():

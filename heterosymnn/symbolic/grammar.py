@@ -10,7 +10,34 @@ from __future__ import annotations
 from typing import Callable, Dict, Tuple
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
+import mpmath
+from sympy.codegen import cfunctions
+
+
+class expm1(cfunctions.expm1):  # noqa: N801 - printers dispatch on the SymPy name
+    """``exp(x) - 1``, folding a float argument with mpmath (SymPy's exp(x) - 1 cancels)."""
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_Float:
+            return sp.Float(mpmath.expm1(arg._to_mpmath(arg._prec)), precision=arg._prec)
+        return super().eval(arg)
+
+
+class log1p(cfunctions.log1p):  # noqa: N801 - printers dispatch on the SymPy name
+    """``log(1 + x)``, folding a float argument with mpmath.
+
+    SymPy's own log1p turns a float argument into an exact fraction first, which for
+    exp(-1e165) (a named softplus of a huge constant) never finishes.
+    """
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_Float:
+            if arg > -1:
+                return sp.Float(mpmath.log1p(arg._to_mpmath(arg._prec)), precision=arg._prec)
+            return sp.log(1 + arg)  # complex or -oo: the parser reports it
+        return super().eval(arg)
 
 # name in formula text -> (SymPy constructor, allowed argument counts; None = 2 or more)
 FUNCTIONS: Dict[str, Tuple[Callable, Tuple[int, ...] | None]] = {

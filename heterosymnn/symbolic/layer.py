@@ -18,8 +18,8 @@ from ..errors import CompilationWarning, FormulaParsingError
 from . import grammar
 from .derivative import DerivativeProblem, differentiate
 from .named import NAMED, is_named_for_mode, named_calls, whole_config_call
-from .configs import normalize_config
-from .parser import FormulaSyntaxProblem, ParseContext, names_in, parse
+from .configs import normalize_config, shown
+from .parser import FormulaSyntaxProblem, ParseContext, constant_name, names_in, parse
 from .plan import LayerPlan
 from .slots import to_slots
 from .structure import ACTIVATION, MODES, VARIABLES, Structure, structure_key
@@ -74,6 +74,7 @@ def _parse_node(mode: str, text: str, constant_names: Tuple[str, ...]) -> _Parse
         if name and name not in constant_names:
             raise FormulaSyntaxProblem(f"{where} both use the constant '{name}' with different defaults; "
                                        f"give '{name}' a value in the node's dict")
+    _check_constant_count(expr)
     bad = grammar.unsupported_nodes(expr)
     if bad:
         raise FormulaSyntaxProblem(f"the formula is undefined or complex-valued: it contains {bad[0]}")
@@ -82,6 +83,19 @@ def _parse_node(mode: str, text: str, constant_names: Tuple[str, ...]) -> _Parse
     _remember_structure(key, mode, slotted, len(slot_names))
     defaults = tuple((n, d) for n, (d, _) in used_defaults.items() if not n.startswith("conflict:"))
     return _ParsedNode(key=key, slot_names=slot_names, named_defaults=defaults)
+
+
+# Numbering slots canonically costs about the cube of the number of constants (seconds at 30,
+# minutes at 200); real activations and losses use a handful.
+MAX_CONSTANTS = 24
+
+
+def _check_constant_count(expr: sp.Expr) -> None:
+    names = sorted(n for n in map(constant_name, expr.free_symbols) if n is not None)
+    if len(names) > MAX_CONSTANTS:
+        raise FormulaSyntaxProblem(
+            f"the formula uses {len(names)} constants ({', '.join(names[:3])}, ...); at most "
+            f"{MAX_CONSTANTS} are supported per node: split it over several nodes or fold constants together")
 
 
 _structures: Dict[str, Structure] = {}
@@ -110,7 +124,7 @@ def analyze(configs: Sequence[Any], mode: str = ACTIVATION) -> AnalyzedLayer:
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(configs, (str, bytes)) or not isinstance(configs, Sequence) or len(configs) == 0:
+    if isinstance(configs, (str, bytes, bytearray)) or not isinstance(configs, Sequence) or len(configs) == 0:
         raise FormulaParsingError(
             "configs must be a non-empty list of node configs (a formula string or a "
             "(formula, constants_dict) pair per node)")
@@ -158,5 +172,4 @@ def _assemble(mode: str, parsed: List[Tuple[_ParsedNode, Dict[str, float]]]) -> 
 
 
 def _describe(config: Any) -> str:
-    text = repr(config)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shown(config)

@@ -74,18 +74,45 @@ def parse(text: str, context: ParseContext) -> sp.Expr:
             f"formula is {len(text)} characters long; at most {MAX_TEXT_LENGTH} are accepted")
     if not text.strip():
         raise FormulaSyntaxProblem("formula is empty")
+    _check_characters(text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        hint = "; use ** for powers" if "^" in text else _keyword_hint(text)
-        raise FormulaSyntaxProblem(f"invalid syntax at column {exc.offset}: {exc.msg}{hint}") from None
-    except (RecursionError, MemoryError, ValueError):
+        raise FormulaSyntaxProblem(_syntax_message(exc, text)) from None
+    except (RecursionError, MemoryError):
         raise FormulaSyntaxProblem(f"formula is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # what Python's parser refuses outright (kept apart from nesting)
+        raise FormulaSyntaxProblem(f"the text cannot be parsed as a formula: {exc}") from None
     _check_depth(tree)
     expr = _Builder(context, text).build(tree.body)
     if _is_condition(expr):
         raise FormulaSyntaxProblem("formula is a condition, not a number; conditions belong in Piecewise")
     return expr
+
+
+def _check_characters(text: str) -> None:
+    """Reject characters Python's parser would refuse with a misleading message (or none)."""
+    if "\x00" in text:
+        raise FormulaSyntaxProblem(
+            f"formula contains a NUL character at position {text.index(chr(0))}; remove it")
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        raise FormulaSyntaxProblem(
+            f"formula contains the lone surrogate {surrogate.group()!r} at position {surrogate.start()}, "
+            f"which is not text (bytes decoded with errors='surrogateescape'?); decode the "
+            f"formula as UTF-8 text first")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _syntax_message(exc: SyntaxError, text: str) -> str:
+    where = f" at column {exc.offset}" if exc.offset else ""
+    if "integer string conversion" in str(exc.msg):
+        # Python refuses int literals over 4300 digits; any such number overflows float64 anyway.
+        return f"a number in the formula{where} has thousands of digits and overflows float64"
+    hint = "; use ** for powers" if "^" in text else _keyword_hint(text)
+    return f"invalid syntax{where}: {exc.msg}{hint}"
 
 
 # Python keywords the formula grammar itself uses; any other keyword in a formula is a
@@ -285,6 +312,13 @@ class _Builder:
             raise FormulaSyntaxProblem(
                 f"{name} takes {' or '.join(map(str, counts))} argument(s), got {len(args)}: "
                 f"{self._piece(node)}")
+        if function is sp.Heaviside and len(args) == 2 and not _is_constant(args[1]):
+            # The value at 0 is a fixed number in every backend (NumPy's heaviside(x, h0) too).
+            raise FormulaSyntaxProblem(
+                f"the second argument of Heaviside is its value at 0 and must be a number such as "
+                f"0, 0.5 or 1, not '{self._piece(node.args[1])}': {self._piece(node)}")
+        if function is sp.Heaviside and len(args) == 2 and not isinstance(args[1], sp.Number):
+            args[1] = _checked_number(args[1], self._piece(node.args[1])).evalf(17)  # 2*pi -> 6.28...
         return _checked_number(function(*args), self._piece(node))
 
     def _piecewise(self, node: ast.Call):

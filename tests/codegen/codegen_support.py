@@ -19,7 +19,7 @@ from typing import List, Sequence
 import numpy as np
 import scipy.special  # noqa: F401  (lambdify's "scipy" module needs it importable)
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
+from heterosymnn.symbolic.grammar import expm1, log1p
 
 from heterosymnn.codegen import GCC_FLAGS, LIBMVEC_COMPILE_FLAGS, LIBMVEC_LIBRARIES
 from heterosymnn.symbolic.structure import (
