@@ -40,11 +40,19 @@ class _Printer(NumPyPrinter):
         return self._fold("numpy.minimum", expr.args)
 
     def _fold(self, function: str, args) -> str:
-        # numpy.maximum/minimum propagate NaN, as every backend must.
+        # numpy.maximum/minimum propagate NaN, as every backend must; binary calls broadcast.
         text = self._print(args[0])
         for arg in args[1:]:
             text = f"{function}({text}, {self._print(arg)})"
         return text
+
+    def _print_And(self, expr):
+        return self._fold("numpy.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        # SymPy's logical_or.reduce((a, b)) first stacks its operands into one array, which
+        # fails when a condition on constants only (a column) meets one on the input (a block).
+        return self._fold("numpy.logical_or", expr.args)
 
     def _print_erf(self, expr):
         return f"hs_erf({self._print(expr.args[0])})"

@@ -6,6 +6,13 @@ PyTorch does: ``relu'(0) = 0``, ``Abs'(0) = sign(0) = 0``, a step's derivative 0
 So a user's own ``Heaviside`` is hidden behind a placeholder with a zero
 derivative while differentiating, every ``Heaviside`` that differentiation
 created gets H(0) = 0, and every ``DiracDelta`` becomes 0.
+
+``Abs`` and ``sign`` are hidden too. SymPy differentiates them by their real
+definition only when it can prove the argument real; ``Abs(a**num)``,
+``Abs(log(num))`` or ``sign(sqrt(num))`` give ``re``/``im``/``atan2`` or an
+unevaluated ``Derivative``, which no backend evaluates (and which is NaN, not
+0, at the kink). Every value here is real or NaN, so ``Abs' = sign`` and
+``sign' = 0`` always hold.
 """
 from __future__ import annotations
 
@@ -16,6 +23,24 @@ from . import grammar
 
 class _UserStep(sp.Function):
     """A user-written Heaviside, kept apart from those produced by differentiation."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+
+class _RealAbs(sp.Function):
+    """``Abs`` of an argument that is real wherever it is defined."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        return sp.sign(self.args[0])
+
+
+class _RealSign(sp.Function):
+    """``sign`` of an argument that is real wherever it is defined: a step, derivative 0."""
 
     is_real = True
 
@@ -36,7 +61,9 @@ def differentiate(expr: sp.Expr, variable: sp.Symbol) -> sp.Expr:
         When the result contains a node no backend can evaluate.
     """
     hidden = expr.replace(sp.Heaviside, lambda *args: _UserStep(*args))
+    hidden = hidden.replace(sp.Abs, _RealAbs).replace(sp.sign, _RealSign)
     derivative = sp.diff(hidden, variable)
+    derivative = derivative.replace(_RealAbs, sp.Abs).replace(_RealSign, sp.sign)
     derivative = derivative.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
     derivative = derivative.replace(sp.Heaviside, lambda arg, *rest: sp.Heaviside(arg, 0))
     derivative = derivative.replace(_UserStep, lambda *args: sp.Heaviside(*args))

@@ -84,7 +84,15 @@ def parse(text: str, context: ParseContext) -> sp.Expr:
     except ValueError as exc:  # what Python's parser refuses outright (kept apart from nesting)
         raise FormulaSyntaxProblem(f"the text cannot be parsed as a formula: {exc}") from None
     _check_depth(tree)
-    expr = _Builder(context, text).build(tree.body)
+    try:
+        expr = _Builder(context, text).build(tree.body)
+    except NotImplementedError as exc:
+        # SymPy gives up on some valid-looking combinations, e.g. a condition comparing a
+        # Piecewise that has no final (value, True) branch: it cannot prove the cover.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise FormulaSyntaxProblem(
+            f"SymPy cannot build this formula ({reason[:160]}); give every Piecewise a final "
+            f"(value, True) branch, or move the Piecewise out of the condition") from None
     if _is_condition(expr):
         raise FormulaSyntaxProblem("formula is a condition, not a number; conditions belong in Piecewise")
     return expr
