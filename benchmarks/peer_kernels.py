@@ -22,6 +22,10 @@ __attribute__((simd("notinbranch"))) T SIN(T);
 __attribute__((simd("notinbranch"))) T COS(T);
 __attribute__((simd("notinbranch"))) T EXP(T);
 __attribute__((simd("notinbranch"))) T LOG(T);
+__attribute__((simd("notinbranch"))) T LOG1P(T);
+/* The stable forms a careful hand-writer uses (one exp, never of a positive argument), so the
+   reference computes the same function as the library's named sigmoid and softplus. */
+#define SIGMOID(x) ((x) >= 0 ? 1 / (1 + EXP(-FABS(x))) : EXP(-FABS(x)) / (1 + EXP(-FABS(x))))
 
 static void fwd_row(int kind, int64_t n, const T *restrict a, T *restrict o)
 {
@@ -30,8 +34,8 @@ static void fwd_row(int kind, int64_t n, const T *restrict a, T *restrict o)
     case 0: for (i = 0; i < n; ++i) o[i] = TANH(a[i]); break;
     case 1: for (i = 0; i < n; ++i) o[i] = SIN(a[i]); break;
     case 2: for (i = 0; i < n; ++i) o[i] = a[i] > 0 ? a[i] : 0; break;
-    case 3: for (i = 0; i < n; ++i) o[i] = 1 / (1 + EXP(-a[i])); break;
-    case 4: for (i = 0; i < n; ++i) o[i] = LOG(1 + EXP(a[i])); break;
+    case 3: for (i = 0; i < n; ++i) o[i] = SIGMOID(a[i]); break;
+    case 4: for (i = 0; i < n; ++i) o[i] = (a[i] > 0 ? a[i] : 0) + LOG1P(EXP(-FABS(a[i]))); break;
     case 5: for (i = 0; i < n; ++i) o[i] = EXP(-a[i] * a[i]); break;
     case 6: for (i = 0; i < n; ++i) o[i] = (T)1.5 * TANH((T)0.7 * a[i]); break;
     default: for (i = 0; i < n; ++i) o[i] = a[i] > 0 ? a[i] : (T)0.01 * a[i]; break;
@@ -45,8 +49,8 @@ static void bwd_row(int kind, int64_t n, const T *restrict a, const T *restrict 
     case 0: for (i = 0; i < n; ++i) { T t = TANH(a[i]); o[i] = g[i] * (1 - t * t); } break;
     case 1: for (i = 0; i < n; ++i) o[i] = g[i] * COS(a[i]); break;
     case 2: for (i = 0; i < n; ++i) o[i] = a[i] > 0 ? g[i] : 0; break;
-    case 3: for (i = 0; i < n; ++i) { T s = 1 / (1 + EXP(-a[i])); o[i] = g[i] * s * (1 - s); } break;
-    case 4: for (i = 0; i < n; ++i) o[i] = g[i] / (1 + EXP(-a[i])); break;
+    case 3: for (i = 0; i < n; ++i) { T s = SIGMOID(a[i]); o[i] = g[i] * s * (1 - s); } break;
+    case 4: for (i = 0; i < n; ++i) o[i] = g[i] * SIGMOID(a[i]); break;
     case 5: for (i = 0; i < n; ++i) o[i] = g[i] * -2 * a[i] * EXP(-a[i] * a[i]); break;
     case 6: for (i = 0; i < n; ++i) { T t = TANH((T)0.7 * a[i]); o[i] = g[i] * (T)1.05 * (1 - t * t); } break;
     default: for (i = 0; i < n; ++i) o[i] = g[i] * (a[i] > 0 ? (T)1 : (T)0.01); break;
@@ -75,7 +79,7 @@ def reference_kernel(dtype: str, kinds: np.ndarray) -> Callable:
     ctype, suffix = _NAMES[dtype]
     if dtype not in _built:
         source = _REFERENCE.replace("TANH", "tanh" + suffix).replace("SIN", "sin" + suffix) \
-            .replace("COS", "cos" + suffix).replace("EXP", "exp" + suffix).replace("LOG", "log" + suffix)
+            .replace("COS", "cos" + suffix).replace("EXP", "exp" + suffix).replace("LOG1P", "log1p" + suffix).replace("LOG", "log" + suffix).replace("FABS", "fabs" + suffix)
         source = f"#define T {ctype}\n" + source
         cdef = (f"void ref_run(int backward, int64_t rows, int64_t cols, const {ctype} *a, "
                 f"const {ctype} *g, {ctype} *out, const int *kinds);")
