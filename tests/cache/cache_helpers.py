@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -42,6 +43,21 @@ def subprocess_env(cache_dir: Path, **extra: str) -> Dict[str, str]:
 def start_worker(cache_dir: Path, *args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(WORKER), *args], env=subprocess_env(cache_dir, **env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_lock_holder(cache_dir: Path, key: str, ready: Path) -> subprocess.Popen:
+    """A worker process holding ``key``'s lock, returned once it holds it (it signals via ``ready``)."""
+    holder = start_worker(cache_dir, "hold", key, str(ready))
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
+            time.sleep(0.01)
+    except BaseException:
+        holder.kill()
+        holder.communicate(timeout=30)
+        raise
+    return holder
 
 
 def run_cli(cache_dir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import pytest
 from heterosymnn.cache import KernelCache, cache_info, clear, locks
 from heterosymnn.errors import CacheError
 
-from cache_helpers import key_for, start_worker, subprocess_env
+from cache_helpers import key_for, start_lock_holder, subprocess_env
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="Windows keeps filelock's own lock files")
 
@@ -81,12 +81,8 @@ def test_a_file_unlinked_by_its_last_holder_is_not_taken_as_the_lock(tmp_path, m
 def test_a_held_lock_times_out_and_names_the_file(tmp_path, cache_dir):
     key = key_for("held-lock")
     ready = tmp_path / "ready"
-    holder = start_worker(cache_dir, "hold", key, str(ready))
+    holder = start_lock_holder(cache_dir, key, ready)
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
-            time.sleep(0.01)
         lock = Path(cache_info(cache_dir)["directory"]) / "locks" / key[:2] / f"{key}.lock"
         with pytest.raises(CacheError, match=str(lock)):
             with locks.try_hold(lock):
@@ -100,15 +96,9 @@ def test_a_held_lock_times_out_and_names_the_file(tmp_path, cache_dir):
 def test_clear_removes_the_lock_file_of_a_killed_holder(tmp_path, cache_dir):
     key = key_for("killed-holder")
     ready = tmp_path / "ready"
-    holder = start_worker(cache_dir, "hold", key, str(ready))
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
-            time.sleep(0.01)
-    finally:
-        holder.kill()  # SIGKILL: no release code runs, the file stays
-        holder.communicate(timeout=30)
+    holder = start_lock_holder(cache_dir, key, ready)
+    holder.kill()  # SIGKILL: no release code runs, the file stays
+    holder.communicate(timeout=30)
     [lock] = KernelCache(cache_dir).layout.locks.glob("*/*.lock")  # (cache_info would probe, so delete, it)
     assert clear(cache_dir)["locks_removed"] == 1
     assert not lock.exists()

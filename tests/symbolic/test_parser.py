@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import builtins
-import contextlib
 import math
-import signal
-import threading
-import time
 import warnings
 
 import numpy as np
@@ -16,6 +12,7 @@ from scipy import special
 from heterosymnn import CompilationWarning, FormulaParsingError, SymbolicJITCompiler
 from heterosymnn.symbolic import grammar
 from heterosymnn.symbolic.layer import analyze
+from fuzzing import deadline
 
 Z = np.linspace(-0.95, 0.95, 39)  # inside every domain below, and includes 0
 SIG = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
@@ -23,27 +20,6 @@ SIG = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
 
 def compile64(configs, mode="activation"):
     return SymbolicJITCompiler(configs, "CPU_PYTHON", mode=mode, dtype="float64")
-
-
-@contextlib.contextmanager
-def deadline(seconds):
-    """Turn a hang into a failure (POSIX main thread); elsewhere only the timing assert remains."""
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-
-    def expired(signum, frame):
-        raise AssertionError(f"still running after {seconds} s: a hostile formula must be rejected at once")
-
-    if usable:
-        previous = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        if usable:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    assert time.perf_counter() - start < seconds
 
 
 # -- the valid grammar ------------------------------------------------------------------
@@ -319,7 +295,7 @@ HOSTILE = [(c, m) for c, m in HOSTILE if m is not None]
 @pytest.mark.parametrize("config, piece", HOSTILE, ids=[repr(c)[:50] for c, _ in HOSTILE])
 def test_hostile_or_invalid_config_is_rejected_naming_node_and_piece(config, piece):
     configs = ["relu", "sin(num)", config]
-    with deadline(2.0):  # rejection is immediate: nothing is evaluated, however big the numbers
+    with deadline(2.0, "a hostile formula must be rejected at once"):  # rejection is immediate: nothing is evaluated, however big the numbers
         with pytest.raises(FormulaParsingError) as info:
             compile64(configs)
     message = str(info.value)
@@ -342,14 +318,14 @@ def test_a_one_element_config_tuple_is_accepted():
                                      "(1 + 1/10**10)**(10**12)", "sin(exp(exp(100)))", "exp(exp(exp(9)))"])
 def test_huge_numbers_are_rejected_at_once(formula):
     analyze(["relu"])  # warm: the first analysis imports and caches things
-    with deadline(1.0):
+    with deadline(1.0, "a hostile formula must be rejected at once"):
         with pytest.raises(FormulaParsingError, match="overflows float64"):
             analyze([formula + "*num"])
 
 
 def test_text_over_the_limit_is_rejected_before_parsing():
     text = "num" + " " * 10_000
-    with deadline(1.0):
+    with deadline(1.0, "a hostile formula must be rejected at once"):
         with pytest.raises(FormulaParsingError, match="10003 characters long; at most 10000"):
             analyze([text])
 

@@ -14,8 +14,6 @@ import ast
 import builtins
 import contextlib
 import math
-import signal
-import threading
 import time
 import warnings
 from decimal import Decimal
@@ -32,7 +30,7 @@ from heterosymnn.symbolic import grammar
 from heterosymnn.symbolic.layer import MAX_CONSTANTS
 from heterosymnn.symbolic.named import NAMED
 from tests.corpus import ACTIVATIONS, LOSSES
-from tests.fuzzing import examples
+from tests.fuzzing import deadline, examples
 
 SECONDS_PER_INPUT = 5.0
 SENTINEL_NAME = "SENTINEL"
@@ -113,25 +111,6 @@ def build_and_run(configs, mode: str = "activation"):
                 backward = comp.backward_kernel(z, np.ones_like(z))
     assert forward.shape == backward.shape and forward.dtype == np.float32
     return comp
-
-
-@contextlib.contextmanager
-def deadline(seconds: float, config):
-    """Turn a hang into a failure (POSIX main thread; elsewhere the timing assert remains)."""
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-
-    def expired(signum, frame):
-        raise AssertionError(f"still running after {seconds} s: {config!r:.200}")
-
-    if usable:
-        previous = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        if usable:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
 
 
 def record(outcome: str) -> None:
