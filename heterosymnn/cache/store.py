@@ -23,7 +23,7 @@ from ..errors import CacheError, CompilationWarning
 from . import buildlog, locks
 from .entry import Entry, mark_verified, move_aside, unchanged, verify
 from .layout import _describe as describe
-from .layout import META_NAME, Layout, check_key, configured_base, fallback_layout
+from .layout import Layout, check_key, configured_base, fallback_layout
 from .memory import CacheStats, MemoryLayer
 from .publish import Builder, Unusable, function_count, make
 
@@ -84,9 +84,10 @@ class KernelCache:
         check_key(key)
         entry = self._memory.entry(key)
         if entry is not None:
-            # A stat of meta.json catches a concurrent clear(); stats of the files
-            # catch one rewritten since it was hashed, which must be checked again.
-            if (entry.path / META_NAME).exists() and unchanged(entry):
+            # unchanged() stats meta.json and every file: a concurrent clear() (meta.json
+            # gone), a record rewritten by another process, or a file rewritten since it
+            # was hashed all send the lookup back to disk.
+            if unchanged(entry):
                 self._memory.count(memory_hits=1)
                 return entry
             self._memory.forget(key)
