@@ -13,6 +13,16 @@ definition only when it can prove the argument real; ``Abs(a**num)``,
 unevaluated ``Derivative``, which no backend evaluates (and which is NaN, not
 0, at the kink). Every value here is real or NaN, so ``Abs' = sign`` and
 ``sign' = 0`` always hold.
+
+``Max`` and ``Min`` are hidden as well, for time: SymPy's derivative rebuilds a
+``Max`` of the other n - 1 arguments for each argument, and every rebuild
+compares all pairs symbolically, so ``Max`` of 16 arguments took seconds and of
+50 over a minute. The hidden forms give the same ``Heaviside`` terms with the
+rest kept unevaluated (their arguments are already distinct: the parser's
+``Max`` removed duplicates and dominated ones).
+
+The cheap rewrites that follow are skipped on large derivatives: ``powsimp`` took
+11 s on the derivative of a 25-deep continued fraction and never shortens one.
 """
 from __future__ import annotations
 
@@ -48,6 +58,30 @@ class _RealSign(sp.Function):
         return sp.S.Zero
 
 
+def _unevaluated(kind, args):
+    return args[0] if len(args) == 1 else kind(*args, evaluate=False)
+
+
+class _HiddenMax(sp.Function):
+    """``Max`` whose derivative does not re-simplify the other arguments."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        others = self.args[:argindex - 1] + self.args[argindex:]
+        return sp.Heaviside(self.args[argindex - 1] - _unevaluated(sp.Max, others))
+
+
+class _HiddenMin(sp.Function):
+    """``Min`` whose derivative does not re-simplify the other arguments."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        others = self.args[:argindex - 1] + self.args[argindex:]
+        return sp.Heaviside(_unevaluated(sp.Min, others) - self.args[argindex - 1])
+
+
 class DerivativeProblem(Exception):
     """The derivative contains something a backend cannot evaluate."""
 
@@ -62,8 +96,11 @@ def differentiate(expr: sp.Expr, variable: sp.Symbol) -> sp.Expr:
     """
     hidden = expr.replace(sp.Heaviside, lambda *args: _UserStep(*args))
     hidden = hidden.replace(sp.Abs, _RealAbs).replace(sp.sign, _RealSign)
+    hidden = hidden.replace(sp.Max, _HiddenMax).replace(sp.Min, _HiddenMin)
     derivative = sp.diff(hidden, variable)
     derivative = derivative.replace(_RealAbs, sp.Abs).replace(_RealSign, sp.sign)
+    derivative = derivative.replace(_HiddenMax, lambda *args: _unevaluated(sp.Max, args))
+    derivative = derivative.replace(_HiddenMin, lambda *args: _unevaluated(sp.Min, args))
     derivative = derivative.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
     derivative = derivative.replace(sp.Heaviside, lambda arg, *rest: sp.Heaviside(arg, 0))
     derivative = derivative.replace(_UserStep, lambda *args: sp.Heaviside(*args))
@@ -76,10 +113,16 @@ def differentiate(expr: sp.Expr, variable: sp.Symbol) -> sp.Expr:
     return derivative
 
 
+#: Above this many operations a derivative is not rewritten by ``powsimp``, which grows
+#: super-linearly with size (named formulas' derivatives have at most ~45 operations).
+POWSIMP_MAX_OPS = 200
+
+
 def _cheapest(expr: sp.Expr) -> sp.Expr:
     """Pick the cheapest of a few fast rewrites (full ``simplify`` can take seconds)."""
     candidates = [expr]
-    for rewrite in (sp.factor_terms, sp.powsimp):
+    rewrites = (sp.factor_terms, sp.powsimp) if sp.count_ops(expr) <= POWSIMP_MAX_OPS else (sp.factor_terms,)
+    for rewrite in rewrites:
         try:
             candidates.append(rewrite(expr))
         except Exception:  # a rewrite failing only removes a candidate

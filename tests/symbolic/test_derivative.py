@@ -6,6 +6,7 @@ import pytest
 import sympy as sp
 
 from corpus import ACTIVATIONS, LOSSES
+from fuzzing import deadline
 from heterosymnn import FormulaParsingError, SymbolicJITCompiler
 from heterosymnn.symbolic import grammar
 from heterosymnn.symbolic.layer import analyze
@@ -154,3 +155,41 @@ def test_derivatives_stay_cheap():
     layers = [analyze([c for c, _, _ in ACTIVATIONS]), analyze([c for c, _, _ in LOSSES], "loss")]
     for structure in (s for layer in layers for s in layer.structures):
         assert sp.count_ops(structure.derivative) <= 3 * sp.count_ops(structure.expr) + 8, structure.derivative
+
+
+# -- formulas SymPy derives slowly -------------------------------------------------------------
+
+def _continued_fraction(depth):
+    text = "num"
+    for _ in range(depth):
+        text = f"1/(num + {text})"
+    return text
+
+
+def test_a_deep_continued_fraction_derives_in_bounded_time():
+    """powsimp took 11 s on this derivative (and never shortens one); it is skipped on large ones."""
+    config = _continued_fraction(25)
+    with deadline(10, config):
+        comp = compile64([config])
+    z = np.linspace(0.5, 3.0, 11)
+    h = 1e-6
+    numeric = (comp.forward_kernel(z[None] + h) - comp.forward_kernel(z[None] - h)) / (2 * h)
+    np.testing.assert_allclose(comp.backward_kernel(z[None], np.ones((1, z.size))), numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_max_and_min_of_many_arguments_derive_in_bounded_time_with_pytorch_ties():
+    """SymPy rebuilt and re-compared a Max of the other n - 1 arguments for each argument
+    (Max of 16 took seconds, of 50 over a minute). The one strictly largest argument (smallest
+    for Min) gets the gradient; a tie for first place gets 0, as for Max of two."""
+    n = 40
+    terms = [f"sin(num + {k})" for k in range(n)]
+    with deadline(15, "Max/Min of 40 arguments"):
+        comp = compile64([f"Max({', '.join(terms)})", f"Min({', '.join(terms)})"])
+    z = np.linspace(-3.0, 3.0, 31) + 1e-3
+    values = np.sin(z[None, :] + np.arange(n)[:, None])
+    expected = np.stack([np.cos(z + np.argmax(values, axis=0)), np.cos(z + np.argmin(values, axis=0))])
+    np.testing.assert_allclose(comp.backward_kernel(np.stack([z, z]), np.ones((2, z.size))), expected, rtol=1e-12)
+    tied = compile64(["Max(num, 2*num, 1)", "Min(num, 2*num, -1)"])
+    np.testing.assert_array_equal(tied.backward_kernel(np.array([[1.0, 0.5, 3.0], [-1.0, -0.5, -3.0]]),
+                                                       np.ones((2, 3))),
+                                  [[2.0, 0.0, 2.0], [2.0, 0.0, 2.0]])  # 0.5 and -0.5 tie with the constant
