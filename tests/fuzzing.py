@@ -4,10 +4,13 @@ and the time limit that turns a hang on untrusted input into a test failure.
 A test states how many examples it can afford in the default (``ci``) run;
 ``--hypothesis-profile=long`` multiplies that, so one flag turns every
 property test into a long by-hand run without editing the tests.
+``HETEROSYMNN_LONG_FACTOR=N`` sets the multiplier (25 by default) for a
+long run that has to fit a time budget.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -15,7 +18,7 @@ from typing import Iterator
 
 from hypothesis import settings
 
-LONG_RUN_FACTOR = 25
+LONG_RUN_FACTOR = int(os.environ.get("HETEROSYMNN_LONG_FACTOR", "25"))
 
 
 def long_run() -> bool:

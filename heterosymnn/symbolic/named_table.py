@@ -34,10 +34,14 @@ _A, _L = ACTIVATION, LOSS
 # is as stable as the branch. A formula a user spells out keeps exactly what they wrote;
 # these are the library's spellings behind the names. README "Numerics" has the table.
 #
-# sigmoid(u) without overflow: 1/(1 + e^-u) for u >= 0, e^u/(1 + e^u) below.
-_SIGMOID = "Piecewise((1/(1 + exp(-({u}))), {u} >= 0), (exp({u})/(1 + exp({u})), True))"
-# softplus(u) = log(1 + e^u) = max(u, 0) + log1p(e^-|u|), one branch per sign of u.
-_SOFTPLUS = "Piecewise(({u} + log1p(exp(-({u}))), {u} > 0), (log1p(exp({u})), True))"
+# sigmoid(u) without overflow: 1/(1 + t) for u >= 0, t/(1 + t) below, where t = e^-|u|.
+# t is exp of a Piecewise rather than exp(-Abs(u)): both branches share the one exp (a
+# vector loop computes every branch), and the inner Piecewise's derivative is -1 at
+# u = 0, so sigmoid'(0) = 1/4 (with Abs' = sign, it would be 0).
+_EXP_MINUS_ABS = "exp(Piecewise((-({u}), {u} >= 0), ({u}, True)))"
+_SIGMOID = "Piecewise((1/(1 + {t}), {u} >= 0), ({t}/(1 + {t}), True))".replace("{t}", _EXP_MINUS_ABS)
+# softplus(u) = log(1 + e^u) = max(u, 0) + log1p(e^-|u|), one branch per sign of u, one exp.
+_SOFTPLUS = "Piecewise(({u} + log1p({t}), {u} >= 0), (log1p({t}), True))".replace("{t}", _EXP_MINUS_ABS)
 # log(cosh(d)): log1p(2 sinh(d/2)^2) keeps full relative precision for small |d| (a loss
 # near its minimum); |d| + log1p(e^-2|d|) - log(2) never overflows for large |d|.
 _LOG_COSH = ("Piecewise((log1p(2*sinh(({d})/2)**2), Abs({d}) < 1), "
