@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     rows = 1024
     comp = SymbolicJITCompiler([CONFIGS[r % 8] for r in range(rows)], "CPU_PYTHON")
     layer, params = comp._layer, comp._params
-    functions = [numpy_function(s) for s in layer.structures]
+    functions = [numpy_function(s, dtype="float32") for s in layer.structures]
     plan = layer.plan
     z = np.random.default_rng(0).standard_normal((rows, args.batch)).astype(np.float32)
     out = np.empty_like(z)

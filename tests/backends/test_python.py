@@ -3,6 +3,7 @@ NaN semantics, and one vectorised evaluation per structure (not per node)."""
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -350,3 +351,21 @@ def test_interleaved_and_contiguous_groups_give_the_same_rows():
     np.testing.assert_array_equal(out_s[[0, 2, 5, 1, 3, 4]], out_g)
     np.testing.assert_array_equal(out_s[[0, 2, 5]], np.sin(z[[0, 2, 5]]))
     np.testing.assert_array_equal(out_s[4], 3.0 * z[4])
+
+
+def test_a_float32_layer_computes_in_float32():
+    """Constants are float32 like the C kernel's literals: numpy.select made a number branch a
+    float64 array and numpy.log(2) or numpy.sqrt(numpy.pi) are float64 scalars, so a float32
+    layer computed in float64 (found by the property tests: 1e60 was finite where CPU_JIT gives
+    inf). Each constant is rounded once from its exact value."""
+    comp = SymbolicJITCompiler(["log(Piecewise((1e60, num > 0), (2, True)))/log(2)",
+                                "Piecewise((1e-50, num > 0), (1, True))*1e40*num",
+                                "num*erf(num)/sqrt(pi)"], "CPU_PYTHON", dtype="float32")
+    z = np.array([[-1.5, 0.5, 3.0]] * 3, dtype=np.float32)
+    got = comp.forward_kernel(z)
+    np.testing.assert_array_equal(got[0], [1.0, np.inf, np.inf])
+    np.testing.assert_array_equal(got[1], [-np.inf, np.nan, np.nan])  # 1e40 is inf and 1e-50 is 0 in float32
+    k = np.float32(1 / np.sqrt(np.pi))  # rounded once from the exact 1/sqrt(pi)
+    erf = np.array([math.erf(v) for v in z[2]])
+    np.testing.assert_allclose(got[2], z[2] * erf * k, rtol=2e-7)
+    assert comp.backward_kernel(z, np.ones_like(z)).dtype == np.float32
