@@ -27,12 +27,32 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 class _Printer(NumPyPrinter):
-    """NumPy printer with the library's semantics for steps and error functions."""
+    """NumPy printer with the library's semantics for steps and error functions.
+
+    Given a ``constants`` dict, it prints every constant that is not an integer
+    (``0.1``, ``pi``, ``log(2)``, ``1/sqrt(pi)``) as a name and records it there, so the
+    caller can bind each name to the constant in the layer's dtype, rounded once from
+    its exact value, as the C and CUDA kernels spell it. Printed as they are,
+    ``numpy.log(2)`` and ``numpy.sqrt(numpy.pi)`` are float64 scalars, which turn a float32
+    layer's arithmetic into float64 (and ``1e60`` would be finite where float32 makes it
+    inf). Integers are printed as they are: they keep ``num**2`` an integer power and never
+    change the dtype.
+    """
+
+    def __init__(self, settings=None, constants: Optional[Dict[sp.Expr, str]] = None):
+        super().__init__(settings)
+        self.constants = constants
+
+    def _print(self, expr, **kwargs):
+        if (self.constants is not None and isinstance(expr, sp.Expr) and expr.is_number
+                and not expr.is_Integer and expr is not sp.S.NaN):
+            return self.constants.setdefault(expr, f"hs_constant_{len(self.constants)}")
+        return super()._print(expr, **kwargs)
 
     def _print_Heaviside(self, expr):
         # SymPy's own version prints a select() that maps NaN to a number; np.heaviside keeps NaN.
         h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
-        return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(sp.Float(h0))})"
+        return f"numpy.heaviside({self._print(expr.args[0])}, {float(h0)!r})"
 
     def _print_Max(self, expr):
         return self._fold("numpy.maximum", expr.args)
@@ -55,13 +75,6 @@ class _Printer(NumPyPrinter):
         # fails when a condition on constants only (a column) meets one on the input (a block).
         return self._fold("numpy.logical_or", expr.args)
 
-    def _print_Symbol(self, expr):
-        # A hoisted constant (see _hoist_constants) is printed under a name of its own:
-        # lambdify binds every symbol's own name to the SymPy symbol.
-        if expr.name.startswith(_CONSTANT_PREFIX):
-            return f"hs_constant_{expr.name[len(_CONSTANT_PREFIX):]}"
-        return super()._print_Symbol(expr)
-
     def _print_Piecewise(self, expr):
         # hs_select casts every branch to the layer's dtype: numpy.select alone turns a number
         # branch into a float64 array, and a float32 layer would then compute in float64.
@@ -81,38 +94,6 @@ def _select(dtype: np.dtype, conditions, values, default):
 
 
 _NAMESPACE = {"hs_erf": _erf, "hs_erfc": _erfc}
-_CONSTANT_PREFIX = "hs_k"
-
-
-def _hoist_constants(expr: sp.Expr) -> Tuple[sp.Expr, Dict[sp.Symbol, sp.Expr]]:
-    """``expr`` with every constant that is not an integer (``0.1``, ``pi``, ``log(2)``,
-    ``1/sqrt(pi)``) replaced by a named symbol, and those constants.
-
-    The names are bound to constants of the layer's dtype, rounded once from their exact
-    value, as the C and CUDA kernels spell them. Printed as they are, ``numpy.log(2)`` and
-    ``numpy.sqrt(numpy.pi)`` are float64 scalars, which turn a float32 layer's arithmetic
-    into float64 (and ``1e60`` would be finite where float32 makes it inf). Integers stay:
-    they keep ``num**2`` an integer power and never change the dtype. Rational exponents
-    stay too, so ``num**(1/2)`` still prints as ``sqrt(num)``; Heaviside's value at 0 is a
-    number the printer needs as such.
-    """
-    constants: Dict[sp.Basic, sp.Symbol] = {}
-
-    def visit(node: sp.Basic) -> None:
-        if isinstance(node, sp.Expr) and node.is_number:
-            if not node.is_Integer and node is not sp.S.NaN:
-                constants.setdefault(node, sp.Symbol(f"{_CONSTANT_PREFIX}{len(constants)}", real=True))
-            return
-        args = node.args
-        if isinstance(node, sp.Pow) and node.exp.is_Rational:
-            args = (node.base,)
-        elif isinstance(node, sp.Heaviside):
-            args = args[:1]
-        for arg in args:
-            visit(arg)
-
-    visit(expr)
-    return expr.xreplace(constants), {name: value for value, name in constants.items()}
 
 
 def _constant(value: sp.Expr, dtype: np.dtype):
@@ -128,11 +109,14 @@ def numpy_function(structure: Structure, derivative: bool = False, dtype: str = 
     from user text), so executing it is safe.
     """
     dtype = np.dtype(dtype)
-    expr, constants = _hoist_constants(structure.derivative if derivative else structure.expr)
+    expr = structure.derivative if derivative else structure.expr
+    constants: Dict[sp.Expr, str] = {}
+    printer = _Printer(constants=constants)
+    printer.doprint(expr)  # names the constants; lambdify prints the same names again
     namespace = dict(_NAMESPACE, hs_select=functools.partial(_select, dtype))
-    namespace.update((_Printer()._print(name), _constant(value, dtype)) for name, value in constants.items())
+    namespace.update((name, _constant(value, dtype)) for value, name in constants.items())
     args = list(structure.variables) + list(structure.slots)
-    return sp.lambdify(args, expr, modules=[namespace, "numpy"], printer=_Printer)
+    return sp.lambdify(args, expr, modules=[namespace, "numpy"], printer=printer)
 
 
 def numpy_source(structure: Structure, derivative: bool = False) -> str:
