@@ -14,6 +14,7 @@ from typing import Dict, Mapping, Tuple
 
 import sympy as sp
 
+from .conditions import substitute
 from .parser import NamedCall, ParseContext, constant_symbol, parse
 from .named_table import NAMED, NamedFormula  # noqa: F401  (re-exported)
 from .structure import VARIABLES
@@ -52,7 +53,7 @@ def named_calls(used_defaults: Dict[str, Tuple[float, str]]) -> Mapping[str, Nam
                 previous = used_defaults.setdefault(constant, (default, name))
                 if previous[0] != default:
                     used_defaults.setdefault(f"conflict:{constant}", (default, f"{previous[1]} and {name}"))
-            return expr.xreplace(bound)
+            return substitute(expr, bound)  # a Piecewise argument may land in a condition
 
         return NamedCall(expand=expand, arity=(n_vars, n_vars + len(formula.defaults)))
 

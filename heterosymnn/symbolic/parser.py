@@ -20,6 +20,7 @@ from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple
 import sympy as sp
 
 from . import grammar
+from .conditions import PiecewiseWithoutDefault, piecewise
 from .configs import FormulaSyntaxProblem
 
 MAX_TEXT_LENGTH = 10_000
@@ -86,9 +87,13 @@ def parse(text: str, context: ParseContext) -> sp.Expr:
     _check_depth(tree)
     try:
         expr = _Builder(context, text).build(tree.body)
+    except PiecewiseWithoutDefault as exc:
+        raise FormulaSyntaxProblem(
+            f"a condition compares a Piecewise without a final (value, True) branch ({str(exc)[:120]}); "
+            f"give it one (where no condition holds its value is NaN, and comparing NaN is "
+            f"ambiguous), or move the Piecewise out of the condition") from None
     except NotImplementedError as exc:
-        # SymPy gives up on some valid-looking combinations, e.g. a condition comparing a
-        # Piecewise that has no final (value, True) branch: it cannot prove the cover.
+        # SymPy gives up on some valid-looking combinations it builds itself.
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise FormulaSyntaxProblem(
             f"SymPy cannot build this formula ({reason[:160]}); give every Piecewise a final "
@@ -345,7 +350,7 @@ class _Builder:
                     f"or True")
             pairs.append((value, condition))
         try:
-            return sp.Piecewise(*pairs)
+            return piecewise(pairs)
         except (TypeError, ValueError) as exc:
             raise FormulaSyntaxProblem(f"invalid Piecewise {self._piece(node)}: {exc}") from None
 

@@ -33,7 +33,7 @@ def structures_of(layer: fs.Layer):
             try:
                 for structure in analyze([config], layer.mode).structures:
                     structures[structure.key] = structure
-            except (FormulaParsingError, NotImplementedError):  # see KNOWN_PIECEWISE_IN_CONDITION
+            except FormulaParsingError:
                 continue
     return list(structures.values())
 

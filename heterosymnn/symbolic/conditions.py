@@ -1,0 +1,79 @@
+"""Piecewise built without letting SymPy fold a Piecewise inside a condition.
+
+A condition may compare something that contains a Piecewise: a user writes
+``Piecewise((num, Abs(Piecewise(...)) < 1), (0, True))``, or a named formula's
+stable form tests the sign of its argument and the argument is itself a named
+formula (``softplus(softplus(num))``). Left to itself, SymPy folds such a
+condition into an ``ITE`` through its set logic: seconds for three nested named
+formulas, an internal KeyError for some constant conditions, and an ``ITE`` no
+backend evaluates. Here the condition is split over the inner Piecewise's
+branches instead::
+
+    R(P),  P = Piecewise((e1, k1), (e2, k2), (e3, True))
+    ->  (k1 & R(e1)) | (~k1 & k2 & R(e2)) | (~k1 & ~k2 & R(e3))
+
+which is np.select's meaning of P: the first true condition wins, and a
+condition on NaN is false, so NaN takes the last branch.
+
+Every Piecewise the parser and the named formulas build goes through
+:func:`piecewise` (directly or through :func:`substitute`), so no condition of a
+built expression contains a Piecewise, and SymPy's later rebuilds (slotting,
+differentiation) have nothing to fold.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence, Tuple
+
+import sympy as sp
+
+
+class PiecewiseWithoutDefault(Exception):
+    """A condition compares a Piecewise that has no final ``(value, True)`` branch.
+
+    Where none of its conditions holds its value is NaN, and whether a comparison
+    of that NaN is true depends on the comparison; the user must say what it is.
+    """
+
+
+def piecewise(pairs: Sequence[Tuple[sp.Expr, sp.Basic]]) -> sp.Expr:
+    """``Piecewise(*pairs)`` with every Piecewise inside a condition split into its branches."""
+    return sp.Piecewise(*[(value, fold_condition(condition)) for value, condition in pairs])
+
+
+def fold_condition(condition: sp.Basic) -> sp.Basic:
+    """``condition`` with no Piecewise left inside it (see the module docstring)."""
+    if not isinstance(condition, sp.Basic) or not condition.has(sp.Piecewise):
+        return condition
+    if isinstance(condition, (sp.And, sp.Or, sp.Not)):
+        return condition.func(*[fold_condition(arg) for arg in condition.args])
+    inner = next(node for node in sp.preorder_traversal(condition) if isinstance(node, sp.Piecewise))
+    if inner.args[-1].cond is not sp.true:
+        raise PiecewiseWithoutDefault(str(inner))
+    terms, earlier = [], []
+    for pair in inner.args:
+        guard = sp.And(pair.cond, *[sp.Not(previous) for previous in earlier])
+        terms.append(sp.And(guard, fold_condition(condition.xreplace({inner: pair.expr}))))
+        earlier.append(pair.cond)
+    return sp.Or(*terms)
+
+
+def substitute(expr: sp.Basic, mapping: Mapping[sp.Basic, sp.Basic]) -> sp.Basic:
+    """``expr.xreplace(mapping)``, rebuilding every Piecewise through :func:`piecewise`."""
+    done: Dict[sp.Basic, sp.Basic] = {}
+
+    def walk(node: sp.Basic) -> sp.Basic:
+        if node in mapping:
+            return mapping[node]
+        if not node.args:
+            return node
+        if node in done:
+            return done[node]
+        if isinstance(node, sp.Piecewise):
+            result = piecewise([(walk(pair.expr), walk(pair.cond)) for pair in node.args])
+        else:
+            args = [walk(arg) for arg in node.args]
+            result = node if all(a is b for a, b in zip(args, node.args)) else node.func(*args)
+        done[node] = result
+        return result
+
+    return walk(expr)
