@@ -28,11 +28,18 @@ def _constants(expr: sp.Expr) -> List[sp.Symbol]:
     return sorted(found, key=lambda s: s.name)
 
 
-def _view(expr: sp.Expr, numbered: List[sp.Symbol], candidate: sp.Symbol, rest: List[sp.Symbol]) -> str:
+def _view(expr: sp.Expr, numbered: List[sp.Symbol], candidate: sp.Symbol,
+          rest: List[sp.Symbol]) -> Tuple[int, str]:
     mapping = dict(zip(numbered, slot_symbols(len(numbered))))
     mapping.update({c: _UNNUMBERED for c in rest if c is not candidate})
     mapping[candidate] = _MARKED
-    return sp.srepr(expr.xreplace(mapping))
+    try:
+        return 0, sp.srepr(expr.xreplace(mapping))
+    except Exception:  # noqa: BLE001 - any SymPy failure on a stand-in view
+        # Making the other constants alike changes the formula (huber(a, b) with a and b alike
+        # is a Piecewise of 0 and -delta**2/2, whose log SymPy refuses inside a Max). Such a
+        # view sorts last; the numbering stays valid, only sharing with renamings may be lost.
+        return 1, ""
 
 
 def to_slots(expr: sp.Expr) -> Tuple[sp.Expr, Tuple[str, ...]]:

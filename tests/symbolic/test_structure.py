@@ -201,3 +201,16 @@ def test_every_renaming_of_the_constants_is_one_structure(template):
     out = comp.forward_kernel(np.tile(z, (len(configs), 1)))
     for row, role_values in enumerate(values):
         np.testing.assert_allclose(out[row], reference(z, *role_values), rtol=1e-13, err_msg=str(configs[row]))
+
+
+def test_constants_whose_alike_view_sympy_rejects_still_get_slots():
+    """Numbering views the formula with the other constants made alike; for huber(a, b) that is
+    a Piecewise of 0 and -delta**2/2, whose log SymPy refused inside a Max with a ValueError from
+    deep inside (found by the long property run). The formula itself is fine."""
+    config = "(Max(num, log(huber(a, b), 2)))**2"
+    comp = SymbolicJITCompiler([(config, {"a": 0.0, "b": 0.0}), (config, {"a": 3.0, "b": 0.5})], "CPU_PYTHON",
+                               dtype="float64")
+    assert len(comp._layer.structures) == 1
+    z = np.array([[-1.0, 0.5, 2.0]] * 2)
+    # huber(0, 0) = 0 so log is -inf and the node is num**2; huber(3, 0.5) = 2 so it is Max(num, 1)**2
+    np.testing.assert_array_equal(comp.forward_kernel(z), [[1.0, 0.25, 4.0], [1.0, 1.0, 4.0]])
