@@ -114,6 +114,10 @@ def _remember_structure(key: str, mode: str, expr: sp.Expr, n_slots: int) -> Str
     return known
 
 
+#: Begins the error for a SymPy failure on a node that no check foresaw (a bug to fix).
+UNFORESEEN_FAILURE = "SymPy failed on this formula in a way heterosymnn does not handle yet"
+
+
 def analyze(configs: Sequence[Any], mode: str = ACTIVATION) -> AnalyzedLayer:
     """Parse, slot and differentiate every node of a layer.
 
@@ -139,6 +143,13 @@ def analyze(configs: Sequence[Any], mode: str = ACTIVATION) -> AnalyzedLayer:
             continue
         except RecursionError:
             problems.append((index, f"formula is too deeply nested (in {_describe(config)})"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a SymPy failure nothing above foresaw
+            # Still the user's node, named, with a way forward, rather than a traceback from
+            # deep inside SymPy. The fuzz tests treat this message as a failure to fix.
+            problems.append((index, f"{UNFORESEEN_FAILURE} ({type(exc).__name__}: {str(exc)[:160]}); "
+                                    f"please report it with the formula; writing the formula "
+                                    f"differently may avoid it (in {_describe(config)})"))
             continue
         parsed.append((node, constants))
         unused = sorted(set(constants) - set(node.slot_names))

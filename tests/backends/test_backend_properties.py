@@ -33,7 +33,7 @@ import formula_strategies as fs
 import rounding_bounds
 from fuzzing import examples
 from heterosymnn import CompilationWarning, FormulaParsingError, SymbolicJITCompiler, ToolchainNotFoundError
-from heterosymnn.symbolic.layer import AnalyzedLayer, analyze
+from heterosymnn.symbolic.layer import UNFORESEEN_FAILURE, AnalyzedLayer, analyze
 from heterosymnn.symbolic.structure import Structure
 
 DTYPES = ("float32", "float64")
@@ -61,7 +61,8 @@ def usable(layer: fs.Layer) -> Tuple[List[object], AnalyzedLayer]:
         for config in layer.configs:
             try:
                 analyze([config], layer.mode)
-            except FormulaParsingError:
+            except FormulaParsingError as error:
+                assert UNFORESEEN_FAILURE not in str(error), str(error)
                 continue
             kept.append(config)
         assume(kept)

@@ -17,7 +17,7 @@ from fuzzing import examples
 from heterosymnn import CompilationWarning, FormulaParsingError, JITCompilationError, ToolchainNotFoundError
 from heterosymnn.codegen import render_c_module
 from heterosymnn.codegen.cuda_source import NVRTC_OPTIONS, render_cuda_module
-from heterosymnn.symbolic.layer import analyze
+from heterosymnn.symbolic.layer import UNFORESEEN_FAILURE, analyze
 from heterosymnn.toolchains import nvrtc as nvrtc_module
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-fno-math-errno", "-fno-trapping-math"]
@@ -33,7 +33,8 @@ def structures_of(layer: fs.Layer):
             try:
                 for structure in analyze([config], layer.mode).structures:
                     structures[structure.key] = structure
-            except FormulaParsingError:
+            except FormulaParsingError as error:
+                assert UNFORESEEN_FAILURE not in str(error), str(error)
                 continue
     return list(structures.values())
 

@@ -26,6 +26,7 @@ from hypothesis import event, example, given, settings, strategies as st
 from hypothesis.errors import InvalidArgument
 
 from heterosymnn import FormulaParsingError, SymbolicJITCompiler
+from heterosymnn.symbolic.layer import UNFORESEEN_FAILURE
 from heterosymnn.symbolic import grammar
 from heterosymnn.symbolic.layer import MAX_CONSTANTS
 from heterosymnn.symbolic.named import NAMED
@@ -134,6 +135,7 @@ def check_outcome(config, where: Path, mode: str = "activation"):
         record("rejected")
         assert [index for index, _ in error.problems] == [1], str(error)
         assert str(error).startswith("node 1: ") and len(str(error)) > len("node 1: ") + 10, str(error)
+        assert UNFORESEEN_FAILURE not in str(error), str(error)
         text = config.strip() if isinstance(config, str) else ""
         if len(text) >= 8:  # shorter texts (num, 2*num) occur in SymPy's own generated code
             leaked = [source for source in spy.executed if text in source]
