@@ -122,4 +122,8 @@ def unsupported_nodes(expr: sp.Basic) -> list[sp.Basic]:
             continue
         if not isinstance(node, EVALUABLE_NODES):
             bad.append(node)
+        elif node.is_number and isinstance(node, sp.Expr) and node.is_extended_real is False:
+            # a constant SymPy made complex after the parser checked it: (-1)**(1/3) from
+            # Piecewise((-1, c))**(1/3), whose power SymPy moves into the branches
+            bad.append(node)
     return bad
