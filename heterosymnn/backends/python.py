@@ -54,26 +54,26 @@ class _Printer(NumPyPrinter):
         h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
         return f"numpy.heaviside({self._print(expr.args[0])}, {float(h0)!r})"
 
+    # Max/Min/And/Or of any number of arguments call a helper that folds them pairwise
+    # (_folded): numpy.maximum/minimum propagate NaN, as every backend must, and binary calls
+    # broadcast, where SymPy's logical_or.reduce((a, b)) first stacks its operands into one
+    # array and fails when a condition on constants only (a column) meets one on the input
+    # (a block). Nesting the binary calls in the text instead fails to compile past Python's
+    # 200 nested parentheses, which a split condition (symbolic/conditions.py) can reach.
     def _print_Max(self, expr):
-        return self._fold("numpy.maximum", expr.args)
+        return self._call("hs_maximum", expr.args)
 
     def _print_Min(self, expr):
-        return self._fold("numpy.minimum", expr.args)
-
-    def _fold(self, function: str, args) -> str:
-        # numpy.maximum/minimum propagate NaN, as every backend must; binary calls broadcast.
-        text = self._print(args[0])
-        for arg in args[1:]:
-            text = f"{function}({text}, {self._print(arg)})"
-        return text
+        return self._call("hs_minimum", expr.args)
 
     def _print_And(self, expr):
-        return self._fold("numpy.logical_and", expr.args)
+        return self._call("hs_all", expr.args)
 
     def _print_Or(self, expr):
-        # SymPy's logical_or.reduce((a, b)) first stacks its operands into one array, which
-        # fails when a condition on constants only (a column) meets one on the input (a block).
-        return self._fold("numpy.logical_or", expr.args)
+        return self._call("hs_any", expr.args)
+
+    def _call(self, function: str, args) -> str:
+        return f"{function}({', '.join(self._print(arg) for arg in args)})"
 
     def _print_Piecewise(self, expr):
         # hs_select casts every branch to the layer's dtype: numpy.select alone turns a number
@@ -93,7 +93,12 @@ def _select(dtype: np.dtype, conditions, values, default):
     return np.select(conditions, [np.asarray(value, dtype) for value in values], np.asarray(default, dtype))
 
 
-_NAMESPACE = {"hs_erf": _erf, "hs_erfc": _erfc}
+def _folded(binary: Callable) -> Callable:
+    return lambda *args: functools.reduce(binary, args)
+
+
+_NAMESPACE = {"hs_erf": _erf, "hs_erfc": _erfc, "hs_maximum": _folded(np.maximum), "hs_minimum": _folded(np.minimum),
+              "hs_all": _folded(np.logical_and), "hs_any": _folded(np.logical_or)}
 
 
 def _constant(value: sp.Expr, dtype: np.dtype):

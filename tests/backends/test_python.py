@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+import sympy as sp
 
 from corpus import ACTIVATIONS, LOSSES
 from heterosymnn import SymbolicJITCompiler
+from heterosymnn.backends.python import numpy_function
+from heterosymnn.symbolic.structure import Structure
 
 DTYPES = ("float64", "float32")
 RTOL = {"float64": 1e-12, "float32": 1e-5}
@@ -369,3 +372,21 @@ def test_a_float32_layer_computes_in_float32():
     erf = np.array([math.erf(v) for v in z[2]])
     np.testing.assert_allclose(got[2], z[2] * erf * k, rtol=2e-7)
     assert comp.backward_kernel(z, np.ones_like(z)).dtype == np.float32
+
+
+def test_max_and_conditions_of_many_arguments_evaluate():
+    """Max/Min/And/Or were printed as nested binary calls, and Python refuses more than 200
+    nested parentheses (a condition split over nested Piecewises reached that; found by the long
+    property run). They are now one call each."""
+    n = 210
+    condition = " and ".join(f"cos(num + {k}) > -2" for k in range(n))  # always true
+    comp = SymbolicJITCompiler([f"Piecewise((num, {condition}), (0, True))"], "CPU_PYTHON", dtype="float64")
+    z = np.linspace(-3.0, 3.0, 7)
+    np.testing.assert_array_equal(comp.forward_kernel(z[None])[0], z)
+    # The parser's Max compares all pairs of arguments (seconds for 200), so this one is built
+    # unevaluated: only the printing is under test.
+    num = sp.Symbol("num", real=True)
+    maximum = Structure(key="many", mode="activation", n_slots=0, derivative=sp.S.Zero,
+                        expr=sp.Max(*[sp.sin(num + k) for k in range(n)], evaluate=False))
+    np.testing.assert_allclose(numpy_function(maximum)(z), np.max(np.sin(z[None, :] + np.arange(n)[:, None]), axis=0),
+                               rtol=1e-15)
