@@ -122,8 +122,9 @@ def unsupported_nodes(expr: sp.Basic) -> list[sp.Basic]:
             continue
         if not isinstance(node, EVALUABLE_NODES):
             bad.append(node)
-        elif node.is_number and isinstance(node, sp.Expr) and node.is_extended_real is False:
+        elif isinstance(node, sp.Expr) and node.is_number and not isinstance(node.evalf(17), sp.Number):
             # a constant SymPy made complex after the parser checked it: (-1)**(1/3) from
-            # Piecewise((-1, c))**(1/3), whose power SymPy moves into the branches
+            # Piecewise((-1, c))**(1/3), whose power SymPy moves into the branches. Evaluated,
+            # as the parser checks constants: SymPy cannot tell that (-1)**pi is not real.
             bad.append(node)
     return bad
