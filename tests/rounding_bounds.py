@@ -208,6 +208,11 @@ class Evaluator:
             # another order of the factors may overflow, or underflow into subnormals, on the way
             u = u | (finite & np.isfinite(v) & (sum(np.maximum(l, 0) for l in logs) >= self.log2_max - 1))
             e = np.where(finite & (sum(np.minimum(l, 0) for l in logs) < self.log2_normal + 1), e + np.abs(v), e)
+            # an exact 0 times factors whose product overflows: 0 in one order, inf*0 = NaN in
+            # another (0 * 1.4e7 / 2.8e-302 against 0 * (1.4e7 / 2.8e-302))
+            all_finite = np.all([np.isfinite(a.v) for a in args], axis=0)
+            has_zero = np.any([a.v == 0 for a in args], axis=0)
+            u = u | (all_finite & has_zero & (sum(np.maximum(l, 0) for l in logs) >= self.log2_max - 1))
         return self._finish(v, e, u)
 
     def _pow(self, expr: sp.Pow) -> Value:
