@@ -22,17 +22,20 @@ differentiation) have nothing to fold.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Mapping, Sequence, Tuple
 
 import sympy as sp
 
 
-class PiecewiseWithoutDefault(Exception):
-    """A condition compares a Piecewise that has no final ``(value, True)`` branch.
+class ConditionProblem(Exception):
+    """A condition that compares a Piecewise cannot be split; the message says why and the fix."""
 
-    Where none of its conditions holds its value is NaN, and whether a comparison
-    of that NaN is true depends on the comparison; the user must say what it is.
-    """
+
+#: Most combinations of branches one comparison is split into. Three nested named formulas
+#: (mish(mish(mish(num)))) need 16; a comparison of many Piecewises would grow without bound
+#: (each distinct Piecewise multiplies the terms by its number of branches).
+MAX_SPLIT_TERMS = 64
 
 
 def piecewise(pairs: Sequence[Tuple[sp.Expr, sp.Basic]]) -> sp.Expr:
@@ -46,9 +49,19 @@ def fold_condition(condition: sp.Basic) -> sp.Basic:
         return condition
     if isinstance(condition, (sp.And, sp.Or, sp.Not)):
         return condition.func(*[fold_condition(arg) for arg in condition.args])
+    inners = {node for node in sp.preorder_traversal(condition) if isinstance(node, sp.Piecewise)}
+    combinations = math.prod(len(node.args) for node in inners)
+    if combinations > MAX_SPLIT_TERMS:
+        raise ConditionProblem(
+            f"a condition compares Piecewise expressions with {combinations} combinations of branches "
+            f"(at most {MAX_SPLIT_TERMS} are supported); move the Piecewise (or the named formula that "
+            f"contains one) out of the condition: {str(condition)[:120]}")
     inner = next(node for node in sp.preorder_traversal(condition) if isinstance(node, sp.Piecewise))
     if inner.args[-1].cond is not sp.true:
-        raise PiecewiseWithoutDefault(str(inner))
+        raise ConditionProblem(
+            f"a condition compares a Piecewise without a final (value, True) branch ({str(inner)[:120]}); "
+            f"give it one (where no condition holds its value is NaN, and comparing NaN is "
+            f"ambiguous), or move the Piecewise out of the condition")
     terms, earlier = [], []
     for pair in inner.args:
         guard = sp.And(pair.cond, *[sp.Not(previous) for previous in earlier])

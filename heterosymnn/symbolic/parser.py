@@ -20,7 +20,7 @@ from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple
 import sympy as sp
 
 from . import grammar
-from .conditions import PiecewiseWithoutDefault, piecewise
+from .conditions import ConditionProblem, piecewise
 from .configs import FormulaSyntaxProblem
 
 MAX_TEXT_LENGTH = 10_000
@@ -87,11 +87,8 @@ def parse(text: str, context: ParseContext) -> sp.Expr:
     _check_depth(tree)
     try:
         expr = _Builder(context, text).build(tree.body)
-    except PiecewiseWithoutDefault as exc:
-        raise FormulaSyntaxProblem(
-            f"a condition compares a Piecewise without a final (value, True) branch ({str(exc)[:120]}); "
-            f"give it one (where no condition holds its value is NaN, and comparing NaN is "
-            f"ambiguous), or move the Piecewise out of the condition") from None
+    except ConditionProblem as exc:
+        raise FormulaSyntaxProblem(str(exc)) from None
     except NotImplementedError as exc:
         # SymPy gives up on some valid-looking combinations it builds itself.
         reason = " ".join(str(exc).split()) or type(exc).__name__

@@ -88,3 +88,16 @@ def test_a_user_piecewise_inside_a_condition_builds_when_it_has_a_default():
     with np.errstate(invalid="ignore"):
         inner = np.where(Z > 0, 1.0, Z)
         np.testing.assert_array_equal(values[0], np.where(np.abs(inner) < 0.75, Z, 0.0))
+
+
+def test_a_comparison_of_too_many_branch_combinations_is_a_formula_error_in_bounded_time():
+    """Each distinct Piecewise in a comparison multiplies the split's terms by its branches; a
+    quantile of a mish and a swish inside a condition ran for minutes (found by the long property
+    run). Past MAX_SPLIT_TERMS it is rejected with the fix."""
+    config = ("Piecewise((y_pred, quantile(mish(y_pred), swish(y_true), 0.5) < 1 + quantile(mish(y_true), "
+              "sigmoid(y_pred), 0.5)), (0, True))")
+    with deadline(10, config), pytest.raises(FormulaParsingError, match=r"node 0: a condition compares Piecewise "
+                                                                          r"expressions with \d+ combinations of "
+                                                                          r"branches \(at most 64 are supported\); "
+                                                                          r"move the Piecewise"):
+        analyze([config], "loss")
