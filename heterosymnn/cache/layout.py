@@ -140,7 +140,7 @@ def fallback_layout(unusable: Path, error: Union[OSError, str]) -> Layout:
     # Linux unlinks loaded libraries fine; elsewhere leftovers are harmless temp files.
     atexit.register(shutil.rmtree, private, True)
     warnings.warn(
-        f"heterosymnn cannot use the kernel cache directory {unusable} ({_describe(error)}); "
+        f"heterosymnn cannot use the kernel cache directory {unusable} ({describe_error(error)}); "
         f"using the private temporary cache {private} instead, so kernels are rebuilt in every "
         f"process and not shared. Fix: make that directory writable (and free some space), or "
         f"set HETEROSYMNN_CACHE_DIR to a writable directory.",
@@ -150,7 +150,7 @@ def fallback_layout(unusable: Path, error: Union[OSError, str]) -> Layout:
     return Layout(private)
 
 
-def _describe(error: Union[OSError, str]) -> str:
+def describe_error(error: Union[OSError, str]) -> str:
     """An error in a few words for a message: ``"ENOSPC: No space left on device on /path"``."""
     if isinstance(error, OSError):
         name = errno.errorcode.get(error.errno or 0, "error")

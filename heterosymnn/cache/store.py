@@ -22,8 +22,7 @@ from ..config import settings
 from ..errors import CacheError, CompilationWarning
 from . import buildlog, locks
 from .entry import Entry, mark_verified, move_aside, unchanged, verify
-from .layout import _describe as describe
-from .layout import Layout, check_key, configured_base, fallback_layout
+from .layout import Layout, check_key, configured_base, describe_error, fallback_layout
 from .memory import CacheStats, MemoryLayer
 from .publish import Builder, Unusable, function_count, make
 
@@ -251,7 +250,7 @@ class KernelCache:
             layout.prepare()
         except OSError as exc:
             raise _no_cache_error(f"the kernel cache directory {self._configured} is unusable "
-                                  f"({describe(error)}) and so is a temporary one", exc) from exc
+                                  f"({describe_error(error)}) and so is a temporary one", exc) from exc
         self._layout = layout
         self._ready = True
 
@@ -323,7 +322,7 @@ def _no_cache_error(problem: str, error: OSError) -> CacheError:
     # Both the configured directory and the private temporary one failed (often
     # one full disk): there is nowhere to build, so name the disk and the fix.
     return CacheError(
-        f"{problem} ({describe(error)}): no compiled kernel can be stored. Fix: free some space on "
+        f"{problem} ({describe_error(error)}): no compiled kernel can be stored. Fix: free some space on "
         f"that disk (or make it writable), or set HETEROSYMNN_CACHE_DIR to a writable directory "
         f"on a disk with free space.")
 

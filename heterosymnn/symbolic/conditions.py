@@ -49,14 +49,15 @@ def fold_condition(condition: sp.Basic) -> sp.Basic:
         return condition
     if isinstance(condition, (sp.And, sp.Or, sp.Not)):
         return condition.func(*[fold_condition(arg) for arg in condition.args])
-    inners = {node for node in sp.preorder_traversal(condition) if isinstance(node, sp.Piecewise)}
+    # distinct Piecewises, outermost first (one substitution replaces every copy of one)
+    inners = list(dict.fromkeys(node for node in sp.preorder_traversal(condition) if isinstance(node, sp.Piecewise)))
     combinations = math.prod(len(node.args) for node in inners)
     if combinations > MAX_SPLIT_TERMS:
         raise ConditionProblem(
             f"a condition compares Piecewise expressions with {combinations} combinations of branches "
             f"(at most {MAX_SPLIT_TERMS} are supported); move the Piecewise (or the named formula that "
             f"contains one) out of the condition: {str(condition)[:120]}")
-    inner = next(node for node in sp.preorder_traversal(condition) if isinstance(node, sp.Piecewise))
+    inner = inners[0]
     if inner.args[-1].cond is not sp.true:
         raise ConditionProblem(
             f"a condition compares a Piecewise without a final (value, True) branch ({str(inner)[:120]}); "
