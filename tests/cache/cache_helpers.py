@@ -45,14 +45,20 @@ def start_worker(cache_dir: Path, *args: str, **env: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until the worker ``proc`` creates ``path`` (its signal); fail if it ends first or times out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the worker ended before creating {path.name}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"the worker never created {path}"
+        time.sleep(0.005)
+
+
 def start_lock_holder(cache_dir: Path, key: str, ready: Path) -> subprocess.Popen:
     """A worker process holding ``key``'s lock, returned once it holds it (it signals via ``ready``)."""
     holder = start_worker(cache_dir, "hold", key, str(ready))
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
-            time.sleep(0.01)
+        wait_for_file(ready, holder)
     except BaseException:
         holder.kill()
         holder.communicate(timeout=30)

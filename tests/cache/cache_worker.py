@@ -16,14 +16,19 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from heterosymnn.cache import KernelCache, cache_key
 
 CONTENT = b"0123456789abcdef" * 4096  # 64 KiB, the complete artifact
 
 
-def wait_for(path: Path) -> None:
+def wait_for(path: Path, timeout: Optional[float] = None) -> None:
+    """Wait until ``path`` exists (another process's signal), for ever or up to ``timeout`` s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while not path.exists():
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
         time.sleep(0.005)
 
 

@@ -34,7 +34,11 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
+from cache_worker import wait_for  # the worker script beside this one (its folder is on sys.path)
+
 RESULT_MARKER = "RESULT "
+#: How long a worker waits for the signal that starts all of them together.
+START_TIMEOUT_S = 300.0
 COMPILED = "compiled"
 REMOVED = "removed"
 
@@ -268,14 +272,6 @@ def _result_of(proc: subprocess.Popen, timeout: float) -> Dict[str, Any]:
     return json.loads(lines[-1][len(RESULT_MARKER):])
 
 
-def _wait_for(path: Path, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-
-
 def main(mode: str, *args: str) -> None:
     if mode == "once":
         from heterosymnn import cache
@@ -286,11 +282,11 @@ def main(mode: str, *args: str) -> None:
         seed, rounds, seconds, pool, go = int(args[0]), int(args[1]), float(args[2]), int(args[3]), Path(args[4])
         import heterosymnn.jit  # noqa: F401 - imports before the start, so that all start together
 
-        _wait_for(go)
+        wait_for(go, timeout=START_TIMEOUT_S)
         result = run_layers(seed, rounds, seconds, pool)
     elif mode == "maintain":
         seed, command, max_size, stop, go = int(args[0]), args[1], args[2], Path(args[3]), Path(args[4])
-        _wait_for(go)
+        wait_for(go, timeout=START_TIMEOUT_S)
         result = run_maintenance(seed, command, max_size, stop)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -36,7 +36,7 @@ from heterosymnn.cache.layout import Layout
 from heterosymnn.toolchains import find_toolchain
 
 import fault_worker
-from cache_helpers import subprocess_env
+from cache_helpers import subprocess_env, wait_for_file
 from fault_worker import LAYERS, RESULT_MARKER, STEPS, inputs
 
 try:
@@ -133,14 +133,6 @@ def seeded(fresh_cache_dir, runtime_template) -> Path:
 
 
 # -- a builder killed at each step -----------------------------------------------------------------
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the worker ended before the step: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"the worker never reached {path.name}"
-        time.sleep(0.005)
-
-
 def _wait_until_gone(pid: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,7 +150,7 @@ def _wait_until_gone(pid: int, timeout: float = 60.0) -> None:
 def test_a_builder_killed_at_each_step_leaves_nothing_half_built(seeded, tmp_path, step):
     proc = worker(seeded, "pair", step, "pause", str(tmp_path))
     try:
-        _wait_for(tmp_path / step, proc)
+        wait_for_file(tmp_path / step, proc)
         proc.send_signal(signal.SIGKILL)  # the builder only: at "compiler" its compiler runs on, orphaned
         proc.communicate(timeout=30)
         if step == "compiler":

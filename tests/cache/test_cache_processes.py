@@ -11,19 +11,9 @@ from heterosymnn.cache import KernelCache, cache_info, clear
 from heterosymnn.config import override
 from heterosymnn.errors import CacheError
 
-from cache_helpers import file_builder, key_for, read_log, start_worker
+from cache_helpers import file_builder, key_for, read_log, start_worker, wait_for_file
 
 N_PROCESSES = 8
-
-
-def _wait_for(path, proc, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited early: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"worker did not get ready: {path}")
-        time.sleep(0.01)
 
 
 def test_cold_start_race_builds_exactly_once(cache_dir, tmp_path):
@@ -57,7 +47,7 @@ def test_builder_killed_mid_build_leaves_nothing_usable(cache_dir, tmp_path):
     ready = tmp_path / "ready"
     proc = start_worker(cache_dir, "die-mid-build", key, str(ready))
     try:
-        _wait_for(ready, proc)
+        wait_for_file(ready, proc, timeout=30.0)
         cache = KernelCache(cache_dir)
         assert cache.lookup(key) is None  # the half-written build directory is invisible
         leftovers = os.listdir(cache.root / "tmp")
@@ -91,7 +81,7 @@ def test_lock_timeout_names_the_lock_file_and_the_setting(cache_dir, tmp_path):
     ready = tmp_path / "ready"
     proc = start_worker(cache_dir, "hold", key, str(ready))
     try:
-        _wait_for(ready, proc)
+        wait_for_file(ready, proc, timeout=30.0)
         cache = KernelCache(cache_dir)
         calls = []
         with override(lock_timeout=0.3):

@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codegen_support import (  # noqa: E402
     CORPUS, DTYPES, Built, build_cffi, fast_flags, have_gcc,
 )
+from heterosymnn import ToolchainNotFoundError  # noqa: E402
 from heterosymnn.codegen import render_c_module, render_runtime  # noqa: E402
+from heterosymnn.toolchains import nvrtc as nvrtc_module  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,12 @@ def built(tmp_path_factory) -> Dict[str, Built]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = dict(zip(DTYPES, pool.map(one, DTYPES)))
     return results
+
+
+@pytest.fixture(scope="session")
+def nvrtc():
+    """The loaded NVRTC library (compiles CUDA without a GPU); skips where none can be loaded."""
+    try:
+        return nvrtc_module.find_nvrtc()
+    except ToolchainNotFoundError as exc:
+        pytest.skip(f"no NVRTC can be loaded here: {exc}")

@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 import formula_strategies as fs
 from codegen_support import have_gcc, libmvec_available
 from fuzzing import examples
-from heterosymnn import CompilationWarning, FormulaParsingError, JITCompilationError, ToolchainNotFoundError
+from heterosymnn import CompilationWarning, FormulaParsingError, JITCompilationError
 from heterosymnn.codegen import render_c_module
 from heterosymnn.codegen.cuda_source import NVRTC_OPTIONS, render_cuda_module
 from heterosymnn.symbolic.layer import UNFORESEEN_FAILURE, analyze
-from heterosymnn.toolchains import nvrtc as nvrtc_module
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-fno-math-errno", "-fno-trapping-math"]
 VECTOR = ["-fopenmp", "-DHS_USE_LIBMVEC", "-march=x86-64-v3"] if libmvec_available() else ["-fopenmp"]
@@ -56,14 +55,6 @@ def test_random_layers_compile_with_gcc_without_warnings(layer, vector, tmp_path
                    "-o", str(tmp_path / "kernels.o")]
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and not proc.stderr.strip(), f"{' '.join(command)}\n{proc.stderr}"
-
-
-@pytest.fixture(scope="module")
-def nvrtc():
-    try:
-        return nvrtc_module.find_nvrtc()
-    except ToolchainNotFoundError as exc:
-        pytest.skip(f"no NVRTC can be loaded here: {exc}")
 
 
 @settings(max_examples=examples(25))

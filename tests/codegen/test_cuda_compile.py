@@ -43,14 +43,6 @@ def _layer_module(mode: str, dtype: str):
 
 # -- NVRTC -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def nvrtc():
-    try:
-        return nvrtc_module.find_nvrtc()
-    except ToolchainNotFoundError as exc:
-        pytest.skip(f"no NVRTC can be loaded here: {exc}")
-
-
-@pytest.fixture(scope="module")
 def compiled(nvrtc):
     """Every (source, dtype, arch) compiled to a cubin once, in parallel: name -> (cubin, log)."""
     jobs = {}
