@@ -19,11 +19,20 @@ Every Piecewise the parser and the named formulas build goes through
 :func:`piecewise` (directly or through :func:`substitute`), so no condition of a
 built expression contains a Piecewise, and SymPy's later rebuilds (slotting,
 differentiation) have nothing to fold.
+
+:func:`piecewise` builds this module's :class:`Piecewise`, which merges neighbouring
+branches of equal value itself, with a plain ``Or``, whenever it is built or
+rebuilt. SymPy's Piecewise merges them too, but rewrites the merged condition
+into conjunctive normal form, which is exponential in the size of a split
+condition. Rebuilds make branches equal all the time: differentiation turns
+every constant branch into 0, and slot numbering views ``a`` and ``b`` as one
+constant. ``Piecewise((a, mish(num) > 1), (b, mish(num) < swish(num)), (num,
+True))`` did not finish in hours.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import sympy as sp
 
@@ -38,9 +47,39 @@ class ConditionProblem(Exception):
 MAX_SPLIT_TERMS = 64
 
 
+class Piecewise(sp.Piecewise):
+    """SymPy's ``Piecewise``, merging neighbouring branches of equal value without CNF.
+
+    Every rebuild (``xreplace``, ``diff``, ``replace``) goes through ``eval``, so the
+    merge happens before SymPy's own simplification sees two equal neighbours. It keeps
+    SymPy's name so that printers, error messages and structure keys (``srepr``) see a
+    plain Piecewise; ``isinstance(..., sp.Piecewise)`` holds.
+    """
+
+    @classmethod
+    def eval(cls, *pairs):
+        merged = merge_equal_neighbours(pairs)
+        if len(merged) < len(pairs):
+            return cls(*merged)
+        return super().eval(*pairs)
+
+
+def merge_equal_neighbours(pairs: Sequence[Tuple[sp.Expr, sp.Basic]]) -> List[Tuple[sp.Expr, sp.Basic]]:
+    """``pairs`` with each run of equal values as one branch: the first true condition
+    wins, so ``(v, c1), (v, c2)`` means ``(v, c1 | c2)``."""
+    merged: List[Tuple[sp.Expr, sp.Basic]] = []
+    for value, condition in pairs:
+        if merged and merged[-1][0] == value:
+            merged[-1] = (value, sp.Or(merged[-1][1], condition))
+        else:
+            merged.append((value, condition))
+    return merged
+
+
 def piecewise(pairs: Sequence[Tuple[sp.Expr, sp.Basic]]) -> sp.Expr:
-    """``Piecewise(*pairs)`` with every Piecewise inside a condition split into its branches."""
-    return sp.Piecewise(*[(value, fold_condition(condition)) for value, condition in pairs])
+    """``Piecewise(*pairs)`` with every Piecewise inside a condition split into its branches,
+    built as this module's :class:`Piecewise`."""
+    return Piecewise(*[(value, fold_condition(condition)) for value, condition in pairs])
 
 
 def fold_condition(condition: sp.Basic) -> sp.Basic:

@@ -9,7 +9,7 @@ import sympy as sp
 
 from fuzzing import deadline
 from heterosymnn import CompilationWarning, FormulaParsingError, SymbolicJITCompiler
-from heterosymnn.symbolic.conditions import fold_condition
+from heterosymnn.symbolic.conditions import fold_condition, piecewise
 from heterosymnn.symbolic.layer import analyze
 
 Z = np.array([-np.inf, -50.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 50.0, np.inf, np.nan])
@@ -101,3 +101,54 @@ def test_a_comparison_of_too_many_branch_combinations_is_a_formula_error_in_boun
                                                                           r"branches \(at most 64 are supported\); "
                                                                           r"move the Piecewise"):
         analyze([config], "loss")
+
+
+def test_branches_that_become_equal_merge_in_bounded_time_with_their_meaning():
+    """Slot numbering views a and b alike, and differentiation turns both constant branches
+    into 0: SymPy merged the equal neighbours through CNF of the split conditions, which did
+    not finish. Merged with a plain Or, the layer builds and keeps np.select's meaning."""
+    config = ("Piecewise((a, mish(num) > 1), (b, mish(num) < swish(num)), (num, True))", {"a": 3.0, "b": -2.0})
+    with deadline(10, config):
+        python, python_grad = forward([config])
+    jit, jit_grad = forward([config], method="CPU_JIT")
+    with np.errstate(all="ignore"):
+        mish = Z * np.tanh(np.logaddexp(0.0, Z))
+        swish = Z / (1 + np.exp(-Z))
+        conditions = [mish > 1, mish < swish]
+        np.testing.assert_allclose(python[0], np.select(conditions, [3.0, -2.0], Z), rtol=1e-15, equal_nan=True)
+        np.testing.assert_array_equal(python_grad[0], np.select(conditions, [0.0, 0.0], 1.0))
+    np.testing.assert_array_equal(jit, python)
+    np.testing.assert_array_equal(jit_grad, python_grad)
+
+
+def test_merging_equal_neighbours_keeps_the_first_true_branch():
+    x = sp.Symbol("num", real=True)
+    built = piecewise([(0, x > 2), (0, x < -1), (x, x > 0), (x, True)])
+    assert built.args == ((0, (x > 2) | (x < -1)), (x, True))
+    derivative = sp.diff(piecewise([(x**2, x > 2), (x**3, x < -1), (x, True)]), x)
+    assert derivative.args == ((2 * x, x > 2), (3 * x**2, x < -1), (1, True))
+    assert sp.diff(piecewise([(1, x > 2), (2, x < -1), (x, True)]), x).args == ((0, (x > 2) | (x < -1)), (1, True))
+
+
+def test_a_loss_whose_derivative_merges_large_split_conditions_builds_in_bounded_time():
+    """The long finite-difference property run (seed 777) hung for hours in SymPy's CNF on
+    this formula's derivative: its second and third branches are constants whose conditions
+    split mish, swish, selu and a nested Piecewise."""
+    config = (
+        "Piecewise((abs((λ)**(E)), (sin((1e30)**(sin(beta))) <= -(min(gamma, y_true))) & (log(-(-3.75), 0.5) "
+        "== (y_pred)**((1/3)))), (Heaviside((log(E, 10)) + (sin(3)), 0.5), (Piecewise(((7)**(y_pred), (-1 < "
+        "(E)**(-3.75) <= 1) & (-0.5 < selu(y_true) <= 2)), ((e) * (a), True)) >= 1e30) & (-1 < ((-(y_pred))**1)"
+        "**1.5 <= 2)), (atan((0.5)**4), (Heaviside(-(I), 0.5) < quantile(mish(y_pred), swish((E)**-4), 1e-30)) "
+        "and (log(y_true, 2) == ((2.5) / (y_pred)) - (Max(pi, λ)))), (-(Piecewise((y_true, (0 < y_true <= 2) | "
+        "(-0.5 < b <= 0.5)), (a, -0.5 < Ω <= 2), (w, True))), True))",
+        {"E": 0.5, "I": -0.0, "a": -2.5, "b": 0.0, "beta": -1e-30, "e": -9.08, "gamma": -2.71, "pi": 8.66,
+         "w": 1.0, "Ω": -1e-30, "λ": 10.0})
+    with deadline(60, config):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CompilationWarning)
+            comp = SymbolicJITCompiler([config], "CPU_PYTHON", dtype="float64", mode="loss")
+    y_pred = np.array([[-3.0, -0.5, 0.5, 1.0, 3.0]])
+    y_true = np.array([[0.5, 1.0, 3.0, -1.0, 1.5]])
+    # y_true in (0, 2] (b = 0 makes the middle test true anyway) gives -y_true, else the constant 3rd branch
+    np.testing.assert_array_equal(comp.forward_kernel(y_pred, y_true), -y_true)
+    np.testing.assert_array_equal(comp.backward_kernel(y_pred, y_true), np.zeros_like(y_pred))
