@@ -82,6 +82,52 @@ class _HiddenMin(sp.Function):
         return sp.Heaviside(_unevaluated(sp.Min, others) - self.args[argindex - 1])
 
 
+#: What each node becomes while differentiating (see the module docstring).
+_HIDDEN = {
+    sp.Heaviside: _UserStep, sp.Abs: _RealAbs, sp.sign: _RealSign, sp.Max: _HiddenMax, sp.Min: _HiddenMin,
+}
+#: And back, with the kink conventions: a Heaviside that differentiation created is 0 at 0,
+#: a DiracDelta is 0, the user's own Heaviside keeps its value at 0.
+_RESTORED = {
+    _RealAbs: sp.Abs, _RealSign: sp.sign,
+    _HiddenMax: lambda *args: _unevaluated(sp.Max, args), _HiddenMin: lambda *args: _unevaluated(sp.Min, args),
+    sp.DiracDelta: lambda *args: sp.S.Zero,
+    sp.Heaviside: lambda arg, *rest: sp.Heaviside(arg, 0),
+    _UserStep: sp.Heaviside,
+}
+
+
+def _rebuilt(expr: sp.Basic, constructors) -> sp.Basic:
+    """``expr`` with every node whose type is in ``constructors`` rebuilt by it, in one pass.
+
+    Not ``replace``, one type at a time: that rebuilds a ``Min`` around an already hidden
+    ``Max`` of constants, which SymPy rejects as not comparable (``Min(num, Max(e, pi))``).
+    Here a parent is built from its converted children only when it is converted itself,
+    and a ``Max``/``Min`` that stays (inside a derivative's Heaviside) is not re-evaluated.
+    """
+    done = {}
+
+    def walk(node: sp.Basic) -> sp.Basic:
+        if not node.args:
+            return node
+        if node in done:
+            return done[node]
+        args = tuple(walk(arg) for arg in node.args)
+        make = constructors.get(type(node))
+        if make is not None:
+            result = make(*args)
+        elif all(new is old for new, old in zip(args, node.args)):
+            result = node
+        elif isinstance(node, (sp.Max, sp.Min)):
+            result = node.func(*args, evaluate=False)
+        else:
+            result = node.func(*args)
+        done[node] = result
+        return result
+
+    return walk(expr)
+
+
 class DerivativeProblem(Exception):
     """The derivative contains something a backend cannot evaluate."""
 
@@ -94,16 +140,8 @@ def differentiate(expr: sp.Expr, variable: sp.Symbol) -> sp.Expr:
     DerivativeProblem
         When the result contains a node no backend can evaluate.
     """
-    hidden = expr.replace(sp.Heaviside, lambda *args: _UserStep(*args))
-    hidden = hidden.replace(sp.Abs, _RealAbs).replace(sp.sign, _RealSign)
-    hidden = hidden.replace(sp.Max, _HiddenMax).replace(sp.Min, _HiddenMin)
-    derivative = sp.diff(hidden, variable)
-    derivative = derivative.replace(_RealAbs, sp.Abs).replace(_RealSign, sp.sign)
-    derivative = derivative.replace(_HiddenMax, lambda *args: _unevaluated(sp.Max, args))
-    derivative = derivative.replace(_HiddenMin, lambda *args: _unevaluated(sp.Min, args))
-    derivative = derivative.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
-    derivative = derivative.replace(sp.Heaviside, lambda arg, *rest: sp.Heaviside(arg, 0))
-    derivative = derivative.replace(_UserStep, lambda *args: sp.Heaviside(*args))
+    derivative = sp.diff(_rebuilt(expr, _HIDDEN), variable)
+    derivative = _rebuilt(derivative, _RESTORED)
     derivative = _cheapest(derivative)
     bad = grammar.unsupported_nodes(derivative)
     if bad:

@@ -41,6 +41,9 @@ def derivative_at(config, z):
     ("Heaviside(num)*num", [0.0, -1.0, 1.0], [0.5, 0.0, 1.0]),  # d(x H(x)) = H(x): H(0) = 1/2 as written
     ("Abs(num)**2", [0.0, -3.0], [0.0, -6.0]),
     ("sign(num)*num", [0.0, -2.0, 2.0], [0.0, -1.0, 1.0]),
+    # SymPy rewrites this to Min(num, Max(E, pi)); hiding the inner Max before the outer Min
+    # made SymPy reject the Max as not comparable (found by the long parser fuzz)
+    ("Min(num, Max(e, Min(num, pi)))", [0.0, 3.0, np.pi, 4.0], [1.0, 1.0, 0.0, 0.0]),
 ])
 def test_activation_kinks_follow_pytorch(config, z, expected):
     np.testing.assert_array_equal(derivative_at(config, z), expected)

@@ -286,6 +286,7 @@ def formula_like():
 
 @settings(max_examples=examples(120))
 @given(formula_like())
+@example("Min(num, Max(e, Min(num, pi)))")  # a hidden Max of constants inside a Min (derivative.py)
 def test_formulas_inside_the_grammar_build_or_fail_cleanly(arena, text):
     check_outcome(text, arena)
 
