@@ -50,15 +50,28 @@ def kinds(rows: int, blocked: bool) -> np.ndarray:
     return np.array([(r * 8 // rows) if blocked else r % 8 for r in range(rows)], dtype=np.int32)
 
 
+def rotation(names: list, repeat: int) -> list:
+    """``names`` in the order of round ``repeat``: each contender in turn goes first."""
+    shift = repeat % len(names)
+    return names[shift:] + names[:shift]
+
+
 def timed(calls: dict, repeats: int) -> dict:
-    """Median seconds per call, running the contenders interleaved."""
-    for call in calls.values():
-        call()
+    """Median seconds per call, the contenders interleaved in a rotating order, each timed
+    call right after an untimed one of the same contender.
+
+    Whichever call follows another contender (above all NumPy's milliseconds of
+    temporaries) pays to refill the caches and wake the OpenMP threads, about 0.05
+    ns/element at 1024x1024. In a fixed order that was always CPU_JIT, which made it look
+    1.6x the reference instead of 1.3x; the untimed call puts every contender in the state
+    of a loop that calls it again and again.
+    """
     samples = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
+    for repeat in range(repeats):
+        for name in rotation(list(calls), repeat):
+            calls[name]()
             start = time.perf_counter()
-            call()
+            calls[name]()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) for name, s in samples.items()}
 

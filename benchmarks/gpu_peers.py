@@ -29,24 +29,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from cpu_peers import CONFIGS  # noqa: E402  (the same 8 activations as the CPU benchmark)
+from cpu_peers import CONFIGS, rotation  # noqa: E402  (the same 8 activations as the CPU benchmark)
 from heterosymnn import SymbolicJITCompiler  # noqa: E402
 
 SHAPES = [(1024, 1024), (1024, 65536), (32, 1)]
 
 
 def event_timer(cp):
-    """Median GPU milliseconds of each contender, run interleaved."""
+    """Median GPU milliseconds of each contender, run interleaved in a rotating order
+    (none always follows the same one; see ``cpu_peers.timed``)."""
     def timed(calls: dict, repeats: int) -> dict:
         for call in calls.values():
             call()
         cp.cuda.Device().synchronize()
         samples = {name: [] for name in calls}
-        for _ in range(repeats):
-            for name, call in calls.items():
+        for repeat in range(repeats):
+            for name in rotation(list(calls), repeat):
                 start, stop = cp.cuda.Event(), cp.cuda.Event()
                 start.record()
-                call()
+                calls[name]()
                 stop.record()
                 stop.synchronize()
                 samples[name].append(cp.cuda.get_elapsed_time(start, stop) * 1e-3)
