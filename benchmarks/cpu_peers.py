@@ -56,9 +56,16 @@ def rotation(names: list, repeat: int) -> list:
     return names[shift:] + names[:shift]
 
 
-def timed(calls: dict, repeats: int) -> dict:
+def wall_seconds(call) -> float:
+    """Seconds one call of ``call`` takes on the wall clock."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def timed(calls: dict, repeats: int, seconds_of=wall_seconds) -> dict:
     """Median seconds per call, the contenders interleaved in a rotating order, each timed
-    call right after an untimed one of the same contender.
+    call (by ``seconds_of``) right after an untimed one of the same contender.
 
     Whichever call follows another contender (above all NumPy's milliseconds of
     temporaries) pays to refill the caches and wake the OpenMP threads, about 0.05
@@ -70,9 +77,7 @@ def timed(calls: dict, repeats: int) -> dict:
     for repeat in range(repeats):
         for name in rotation(list(calls), repeat):
             calls[name]()
-            start = time.perf_counter()
-            calls[name]()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(seconds_of(calls[name]))
     return {name: statistics.median(s) for name, s in samples.items()}
 
 

@@ -3,7 +3,7 @@
 Same 8 activations as ``cpu_peers.py`` (row r uses activation r % 8). For
 1024x1024, 1024x65536 and 32x1, float32 and float64, forward and backward,
 prints ns/element (median of CUDA-event-timed repeats, contenders
-interleaved) for:
+interleaved as in ``cpu_peers.timed``) for:
 
 * GPU_CUDA through the public API (``forward_kernel(z, out=...)``),
 * the memory floor: a device-to-device copy of z into out (forward), an
@@ -19,7 +19,6 @@ Usage: python benchmarks/gpu_peers.py [--repeats N] [--quick]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,30 +28,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from cpu_peers import CONFIGS, rotation  # noqa: E402  (the same 8 activations as the CPU benchmark)
+from cpu_peers import CONFIGS, timed  # noqa: E402  (the same 8 activations as the CPU benchmark)
 from heterosymnn import SymbolicJITCompiler  # noqa: E402
 
 SHAPES = [(1024, 1024), (1024, 65536), (32, 1)]
 
 
-def event_timer(cp):
-    """Median GPU milliseconds of each contender, run interleaved in a rotating order
-    (none always follows the same one; see ``cpu_peers.timed``)."""
-    def timed(calls: dict, repeats: int) -> dict:
-        for call in calls.values():
-            call()
-        cp.cuda.Device().synchronize()
-        samples = {name: [] for name in calls}
-        for repeat in range(repeats):
-            for name in rotation(list(calls), repeat):
-                start, stop = cp.cuda.Event(), cp.cuda.Event()
-                start.record()
-                calls[name]()
-                stop.record()
-                stop.synchronize()
-                samples[name].append(cp.cuda.get_elapsed_time(start, stop) * 1e-3)
-        return {name: statistics.median(s) for name, s in samples.items()}
-    return timed
+def event_seconds(cp):
+    """Seconds of GPU time one call takes, between CUDA events on the current stream."""
+    def seconds_of(call) -> float:
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        call()
+        stop.record()
+        stop.synchronize()
+        return cp.cuda.get_elapsed_time(start, stop) * 1e-3
+    return seconds_of
 
 
 def main(argv=None) -> int:
@@ -70,7 +61,7 @@ def main(argv=None) -> int:
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     print(f"GPU: {name}; ns/element (x = ratio to the device-to-device copy of the same bytes)")
-    timed = event_timer(cp)
+    seconds_of = event_seconds(cp)
     for dtype in (["float32"] if args.quick else ["float32", "float64"]):
         for rows, cols in SHAPES:
             configs = [CONFIGS[r % 8] for r in range(rows)]
@@ -96,7 +87,7 @@ def main(argv=None) -> int:
                     calls["copy floor"] = lambda: cp.add(z, g, out=out)
                 for peer, factory in peers.items():
                     calls[peer] = factory(direction, z, g)
-                medians = timed(calls, args.repeats)
+                medians = timed(calls, args.repeats, seconds_of)
                 floor = medians["copy floor"]
                 cells = "  ".join(f"{k} {t / z.size * 1e9:.4f} ({t / floor:.2f}x)" for k, t in medians.items())
                 print(f"{dtype} {rows}x{cols} {direction}: {cells}")

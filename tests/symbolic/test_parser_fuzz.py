@@ -26,9 +26,8 @@ from hypothesis import event, example, given, settings, strategies as st
 from hypothesis.errors import InvalidArgument
 
 from heterosymnn import FormulaParsingError, SymbolicJITCompiler
-from heterosymnn.symbolic.layer import UNFORESEEN_FAILURE
 from heterosymnn.symbolic import grammar
-from heterosymnn.symbolic.layer import MAX_CONSTANTS
+from heterosymnn.symbolic.layer import MAX_CONSTANTS, UNFORESEEN_FAILURE
 from heterosymnn.symbolic.named import NAMED
 from tests.corpus import ACTIVATIONS, LOSSES
 from tests.fuzzing import deadline, examples
