@@ -61,6 +61,26 @@ class CacheError(HeteroSymNNError, OSError):
     """The kernel cache could not be used (lock timeout, unusable directory...)."""
 
 
+class InternalError(HeteroSymNNError, RuntimeError):
+    """A bug inside heterosymnn (not in the user's formulas or set-up).
+
+    The original exception is chained as ``__cause__``, so its traceback is
+    shown; the message says where the failure happened and how to report it.
+    """
+
+    @classmethod
+    def wrapping(cls, where: str, error: BaseException) -> "InternalError":
+        """The error for an unexpected ``error`` raised while doing ``where``."""
+        return cls(f"internal error in heterosymnn while {where}: {type(error).__name__}: {error}. "
+                   f"{REPORT_HINT}")
+
+
+#: Where a bug goes: said by every InternalError.
+REPORT_HINT = ("This is a bug in heterosymnn, not in your input: please report it on the heterosymnn "
+               "issue tracker with the full traceback, the formulas involved and the output of "
+               "`python -m heterosymnn.doctor`.")
+
+
 class PerformanceWarning(UserWarning):
     """A slower path is being used; the message says why and how to fix it."""
 

@@ -25,7 +25,7 @@ from ..cache import KernelCache, cache_key
 from ..cache.layout import check_key
 from ..config import settings
 from ..errors import JITCompilationError
-from ..toolchains import Toolchain
+from ..toolchains import Toolchain, isa
 from .cffi_build import BuildRequest, build_extension
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def load_extension(cache: KernelCache, module_key: str) -> Optional[Any]:
     if module is not None:
         return module
     entry = cache.lookup(module_key)
-    if entry is None:
+    if entry is None or not _runs_here(cache, entry):
         return None
     name = entry.meta.get("module_name")
     try:
@@ -82,6 +82,24 @@ def load_extension(cache: KernelCache, module_key: str) -> Optional[Any]:
         return None
     cache.remember(module_key, module)
     return module
+
+
+def _runs_here(cache: KernelCache, entry: Any) -> bool:
+    """Whether this CPU can run the entry's code; checked before loading, never after a SIGILL.
+
+    Keys hold the toolchain's level, so a mismatch means the entry came from elsewhere under a
+    key it should not have (a copied cache, an edited record): it stays for the machines it
+    suits, and this one does not load it.
+    """
+    level = entry.meta.get("isa")
+    if not isinstance(level, str):
+        cache.invalidate(entry, "its record does not say which instruction set it was built for")
+        return False
+    if isa.runs_on(level, isa.host_level()):
+        return True
+    log.warning("not loading %s: built for %s, which this CPU (%s) cannot run",
+                entry.path, level, isa.host_level())
+    return False
 
 
 def build_module(cache: KernelCache, kind: str, module_prefix: str, source: str, cdef: str,
@@ -106,11 +124,20 @@ def build_module(cache: KernelCache, kind: str, module_prefix: str, source: str,
         os.replace(result.artifact, workdir / artifact)
         _remove_tree(workdir / "build")
         return {"module_name": module_name, "artifact": artifact, "functions": functions,
-                "toolchain": f"{toolchain.name} {toolchain.version}", "kind": kind, "dtype": dtype}
+                "toolchain": f"{toolchain.name} {toolchain.version}", "kind": kind, "dtype": dtype,
+                "isa": toolchain.isa}
 
-    cache.build(module_key, builder)
+    entry = cache.build(module_key, builder)
     module = load_extension(cache, module_key)
     if module is None:
+        level = entry.meta.get("isa")
+        if isinstance(level, str) and not isa.runs_on(level, isa.host_level()):
+            raise JITCompilationError(
+                f"the cached module {module_name} was built for {level}, which this CPU "
+                f"({isa.host_level()}) cannot run, under the key of a toolchain for this CPU "
+                f"({toolchain.describe()}); the cache at {cache.root} was probably copied from "
+                f"another machine. Fix: run `python -m heterosymnn.cache clear`, or set "
+                f"HETEROSYMNN_CACHE_DIR to a cache of this machine's own")
         raise JITCompilationError(f"the module {module_name} was built but could not be loaded")
     return module
 

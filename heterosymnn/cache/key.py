@@ -1,8 +1,11 @@
 """The one function that turns everything a build depends on into a cache key.
 
 Every input that can change the bytes of a built artifact, or whether it can be
-loaded here, goes into the key; nothing else does. Keeping this in a single
-function is what makes "same key, same artifact" auditable.
+loaded here, goes into the key; nothing else does. That includes the code that
+generates kernels (see :mod:`heterosymnn.codegen.fingerprint`): a record that
+points at a module, or a layer plan, is only right for the generator that made
+it. Keeping this in a single function is what makes "same key, same artifact"
+auditable.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from typing import Dict, Mapping, Sequence
 
 # One version number, owned by the code generator: bumping it retires old entries.
 from ..codegen.dtypes import CODEGEN_VERSION
+# ...and the digest of the generator's own code, which retires them without anyone remembering to.
+from ..codegen.fingerprint import current_generator_digest
 
 #: Bump when the on-disk layout of the cache changes: a new ``v<N>`` folder is used.
 CACHE_SCHEMA = 1
@@ -80,6 +85,7 @@ def cache_key(
         "system": platform.system(),
         "machine": platform.machine(),
         "codegen_version": CODEGEN_VERSION,
+        "generator": current_generator_digest(),
         "cache_schema": CACHE_SCHEMA,
     }
     # sort_keys + fixed separators + ASCII-only: one byte string per payload.

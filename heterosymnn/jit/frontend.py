@@ -58,13 +58,12 @@ class LayerSource:
             return None  # the full analysis reports it properly
 
     def _record_key(self, normalized) -> str:
-        from .. import __version__
         from ..cache import cache_key
 
         shape = [self.mode, [[text, sorted(constants)] for text, constants in normalized]]
-        # The same text means another plan once "sigmoid" is defined differently, or the
-        # parser changes: both are part of the key.
-        language = {"named_formulas": named_table_fingerprint(), "heterosymnn": __version__}
+        # The same text means another plan once "sigmoid" is defined differently (the table
+        # in this process) or the parser changes (cache_key hashes the generator's code).
+        language = {"named_formulas": named_table_fingerprint()}
         return cache_key("layer-plan", source=json.dumps(shape), toolchain_identity="none", extra=language)
 
     def _plan_from_cache(self) -> Optional[LayerPlan]:

@@ -10,7 +10,8 @@ import importlib
 import warnings
 from typing import Callable, Dict, List, Tuple
 
-from ..errors import BackendUnavailableError, HeteroSymNNError, InvalidDeviceIDError, PerformanceWarning
+from ..errors import (BackendUnavailableError, FormulaParsingError, HeteroSymNNError, InternalError,
+                      InvalidDeviceIDError, PerformanceWarning)
 from ..backends.base import AUTO, CPU_JIT, CPU_PYTHON, GPU_CUDA, METHODS, Kernels
 
 FALLBACKS = {
@@ -49,23 +50,41 @@ def select_backend(method: str, strict: bool, build_args: dict) -> Tuple[Kernels
     """Build kernels with the first backend of the fallback chain that works.
 
     Returns the kernels and the reasons the earlier backends were skipped.
+    Every failure of a backend falls back (or, under ``strict``, raises), whatever
+    its type; only a formula error, which no other backend can fix, is raised at once.
     """
     reasons: List[str] = []
     chain = FALLBACKS[method]
     for candidate in chain:
         try:
-            kernels = _builder(candidate)(**build_args)
-        except HeteroSymNNError as exc:
-            reasons.append(f"{candidate}: {exc}")
-            quiet = method == AUTO and candidate == GPU_CUDA
-            if strict and not quiet:
-                if isinstance(exc, (BackendUnavailableError, InvalidDeviceIDError)):
-                    raise
-                raise BackendUnavailableError(f"{candidate} could not be used (strict mode): {exc}") from exc
-            if not quiet and candidate != chain[-1]:
-                warnings.warn(
-                    f"{candidate} is not available, falling back to {chain[chain.index(candidate) + 1]}: "
-                    f"{exc}", PerformanceWarning, stacklevel=4)
-            continue
-        return kernels, reasons
+            return _builder(candidate)(**build_args), reasons
+        except FormulaParsingError:
+            raise
+        except Exception as raised:  # noqa: BLE001 - classified below, never swallowed silently
+            exc = _classify(candidate, raised)
+        reasons.append(f"{candidate}: {exc}")
+        if candidate == chain[-1] and isinstance(exc, InternalError):
+            raise exc
+        quiet = method == AUTO and candidate == GPU_CUDA
+        if strict and not quiet:
+            if isinstance(exc, (BackendUnavailableError, InvalidDeviceIDError)):
+                raise exc
+            raise BackendUnavailableError(f"{candidate} could not be used (strict mode): {exc}") from exc
+        if not quiet and candidate != chain[-1]:
+            warnings.warn(
+                f"{candidate} is not available, falling back to {chain[chain.index(candidate) + 1]}: "
+                f"{exc}", PerformanceWarning, stacklevel=4)
     raise BackendUnavailableError("no backend could be built:\n  " + "\n  ".join(reasons))
+
+
+def _classify(candidate: str, raised: Exception) -> HeteroSymNNError:
+    """Our own errors as they are; the environment's (``OSError``) as an unusable backend;
+    anything else as a bug of ours, chained to the original so its traceback survives."""
+    if isinstance(raised, HeteroSymNNError):
+        return raised
+    if isinstance(raised, OSError):
+        error: HeteroSymNNError = BackendUnavailableError(f"{type(raised).__name__}: {raised}")
+    else:
+        error = InternalError.wrapping(f"building the {candidate} backend", raised)
+    error.__cause__ = raised
+    return error

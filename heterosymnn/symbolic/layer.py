@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import mpmath
 import sympy as sp
 
-from ..errors import CompilationWarning, FormulaParsingError
+from ..errors import CompilationWarning, FormulaParsingError, InternalError
 from . import grammar
 from .derivative import DerivativeProblem, differentiate
 from .named import NAMED, is_named_for_mode, named_calls, whole_config_call
@@ -144,7 +146,10 @@ def analyze(configs: Sequence[Any], mode: str = ACTIVATION) -> AnalyzedLayer:
         except RecursionError:
             problems.append((index, f"formula is too deeply nested (in {_describe(config)})"))
             continue
-        except Exception as exc:  # noqa: BLE001 - a SymPy failure nothing above foresaw
+        except Exception as exc:  # noqa: BLE001 - a failure nothing above foresaw
+            if not _raised_inside_sympy(exc):
+                # Our own bug must not pass for the user's formula error.
+                raise InternalError.wrapping(f"analysing node {index} ({_describe(config)})", exc) from exc
             # Still the user's node, named, with a way forward, rather than a traceback from
             # deep inside SymPy. The fuzz tests treat this message as a failure to fix.
             problems.append((index, f"{UNFORESEEN_FAILURE} ({type(exc).__name__}: {str(exc)[:160]}); "
@@ -159,6 +164,17 @@ def analyze(configs: Sequence[Any], mode: str = ACTIVATION) -> AnalyzedLayer:
     if problems:
         raise FormulaParsingError.from_problems(problems)
     return _assemble(mode, parsed)
+
+
+_SYMPY_FOLDERS = tuple(os.path.dirname(module.__file__) + os.sep for module in (sp, mpmath))
+
+
+def _raised_inside_sympy(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by SymPy's (or mpmath's) own code, not by heterosymnn's."""
+    traceback = exc.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback is not None and traceback.tb_frame.f_code.co_filename.startswith(_SYMPY_FOLDERS)
 
 
 def _assemble(mode: str, parsed: List[Tuple[_ParsedNode, Dict[str, float]]]) -> AnalyzedLayer:

@@ -149,6 +149,28 @@ def host_level() -> str:
     return level
 
 
+def runs_on(level: str, host: str) -> bool:
+    """Whether code built for ``level`` can run on a CPU of level ``host``.
+
+    x86-64 levels are ordered (v3 includes v2, which includes the baseline);
+    ``generic`` code runs anywhere; other levels only on themselves. An unknown
+    level (a record from another version, a damaged file) never runs.
+
+    Parameters
+    ----------
+    level : str
+        The level an artifact or toolchain targets (one of :data:`LEVELS`).
+    host : str
+        The running CPU's level, usually :func:`host_level`.
+    """
+    if level == "generic":
+        return True
+    x86 = ("x86-64", "x86-64-v2", "x86-64-v3")
+    if level in x86 and host in x86:
+        return x86.index(level) <= x86.index(host)
+    return level == host and level in LEVELS
+
+
 def _fallbacks(level: str) -> Tuple[str, ...]:
     order = LEVELS[:3] if level.startswith("x86-64") else (level,)
     start = order.index(level) if level in order else 0

@@ -3,9 +3,12 @@
 Detection compiles and runs small probe programs (OpenMP, libmvec), about
 0.2 s; a worker process that only loads cached kernels must not pay that.
 The result is stored in the cache root under a fingerprint of everything
-detection depends on (the settings, ``CC``, ``PATH``, the interpreter, and
-the size and modification time of each candidate compiler), so installing or
-upgrading a compiler, or changing the environment, detects again.
+detection depends on (the settings, ``CC``, ``PATH``, the interpreter, the
+host CPU's instruction-set level, and the size and modification time of each
+candidate compiler), so installing or upgrading a compiler, changing the
+environment, or reading the cache on another CPU (a shared home, a copied
+cache) detects again. A record whose level this CPU cannot run is never used,
+whatever its fingerprint: its flags would build code that dies of SIGILL.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..config import settings
+from . import isa
 from .select import find_toolchain
 from .toolchain import Toolchain
 
 FILE_NAME = "toolchain.json"
 _CANDIDATES = ("cc", "gcc", "clang", "cl")
+KEPT_RECORDS = 8
 
 
 def _stat(command: Optional[str]) -> Any:
@@ -46,6 +51,7 @@ def fingerprint() -> str:
         "CC": os.environ.get("CC"),
         "PATH": os.environ.get("PATH"),
         "python": sys.executable,
+        "isa": isa.host_level(),
         "compilers": [_stat(c) for c in (current.cc, os.environ.get("CC"), *_CANDIDATES)],
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
@@ -58,12 +64,17 @@ def find_toolchain_persisted(cache: Any) -> Toolchain:
     stored = _read(path)
     if key in stored:
         try:
-            return _from_json(stored[key])
+            toolchain = _from_json(stored[key])
         except (TypeError, KeyError, ValueError, AttributeError):
             pass  # a damaged record: detecting again costs a fraction of a second, and rewrites it
+        else:
+            if isa.runs_on(toolchain.isa, isa.host_level()):
+                return toolchain
     toolchain = find_toolchain()
-    stored = {key: dataclasses.asdict(toolchain)}  # keep only the current answer
-    _write(path, stored)
+    # Keep a few other answers: machines of two CPU levels sharing one home would
+    # otherwise each detect again every time the other one had written the file.
+    others = [(k, v) for k, v in stored.items() if k != key][-(KEPT_RECORDS - 1):]
+    _write(path, {**dict(others), key: dataclasses.asdict(toolchain)})
     return toolchain
 
 

@@ -412,16 +412,39 @@ def test_nothing_in_the_text_is_ever_executed(tmp_path, monkeypatch):
 
 def test_a_sympy_failure_nothing_foresaw_is_a_formula_error_naming_the_node(monkeypatch):
     """The safety net for SymPy failures no check knows of yet (each one found so far has its
-    own fix and test). No formula is known to reach it, so the failure is injected."""
+    own fix and test). No formula is known to reach it, so the failure is injected: SymPy's
+    own code raises it, as in the real cases."""
+    import sympy as sp
+
     from heterosymnn.symbolic import layer
 
     def broken(expr):
-        raise ValueError("The argument 'x' is not comparable.")
+        return sp.Max(expr, sp.I)  # SymPy: "The argument 'I' is not comparable."
 
     monkeypatch.setattr(layer, "to_slots", broken)
     with pytest.raises(FormulaParsingError) as info:
         # texts no other test parses: parsed nodes are memoised
         layer.analyze(["sin(num) + 0.7316", ("a*num - 0.7316", {"a": 2.0})])
     message = str(info.value)
-    assert f"node 0: {layer.UNFORESEEN_FAILURE} (ValueError: The argument 'x' is not comparable.)" in message
+    assert f"node 0: {layer.UNFORESEEN_FAILURE} (ValueError: The argument 'I' is not comparable.)" in message
     assert "node 1: " in message and "please report it" in message
+
+
+def test_a_bug_in_heterosymnn_is_an_internal_error_not_a_formula_error(monkeypatch):
+    """An exception raised by heterosymnn's own code (not SymPy's) names the node, says it
+    is a bug and where to report it, and keeps the original traceback as its cause."""
+    from heterosymnn import InternalError
+    from heterosymnn.symbolic import layer
+
+    def broken(expr):
+        return {}["p0"]  # a KeyError in our own code, the way a slotting bug would raise it
+
+    monkeypatch.setattr(layer, "to_slots", broken)
+    with pytest.raises(InternalError) as info:
+        layer.analyze(["cos(num) + 0.8127"])
+    assert not isinstance(info.value, FormulaParsingError)
+    message = str(info.value)
+    assert "analysing node 0 ('cos(num) + 0.8127')" in message, message
+    assert "KeyError: 'p0'" in message and "This is a bug in heterosymnn" in message
+    assert "issue tracker" in message
+    assert isinstance(info.value.__cause__, KeyError)
