@@ -102,3 +102,23 @@ LOSSES = [
     (("c*(y_pred - y_true)**2 + Abs(y_pred)", {"c": 0.5}), lambda p, t: 0.5 * (p - t) ** 2 + np.abs(p),
      lambda p, t: (p - t) + np.sign(p)),
 ]
+
+
+# Formulas whose constants are learned: gradients with respect to constants are checked on these
+# (against finite differences, so they need no hand-written reference).
+WITH_CONSTANTS = [
+    ("a*sin(w*num) + b", {"a": 1.5, "w": 3.0, "b": -0.25}),
+    ("leaky_relu", {"alpha": 0.2}),
+    ("elu", {"alpha": 1.3}),
+    ("swish", {"beta": 1.7}),
+    "tanh",  # no constants: no entries, and the others' offsets skip it
+    ("a*tanh(b*num)", {"a": 0.7, "b": 1.9}),
+    ("Max(num, c)", {"c": 0.3}),
+    ("k*Abs(num - c)", {"c": 0.2, "k": 1.1}),
+    ("Piecewise((a*num, num > c), (num**2, True))", {"a": 2.0, "c": 0.1}),
+    ("exp(-(num - m)**2/(2*s**2))", {"m": 0.2, "s": 0.8}),
+    ("log1p(exp(k*num))/k", {"k": 2.0}),
+    ("p*num**3 + q*num**2 + r*num", {"p": 0.1, "q": -0.4, "r": 1.2}),
+    ("hard_tanh(num)*s + sigmoid(t*num)", {"s": 0.5, "t": -1.5}),
+]
+LOSSES_WITH_CONSTANTS = [("huber", {"delta": 0.7}), ("quantile", {"tau": 0.3}), ("w*(y_pred - y_true)**2", {"w": 2.0})]

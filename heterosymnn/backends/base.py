@@ -23,11 +23,21 @@ class Kernels(Protocol):
     array_module: Any
     """The array library its arrays come from (numpy or cupy)."""
 
-    def forward(self, a: Any, b: Optional[Any], out: Any) -> None:
-        """Activation: ``out = f(a)``; loss: ``out = L(a, b)``."""
+    def forward(self, a: Any, b: Optional[Any], out: Any, features_last: bool = False) -> None:
+        """Activation: ``out = f(a)``; loss: ``out = L(a, b)``.
 
-    def backward(self, a: Any, b: Any, out: Any) -> None:
-        """Activation: ``out = b * f'(a)`` (``b`` is the incoming gradient); loss: ``dL/da``."""
+        ``features_last``: node ``r`` owns ``a[i*n_nodes + r]`` for every sample ``i``
+        (PyTorch's ``(..., n_nodes)`` layout) instead of the ``r``-th contiguous block.
+        """
+
+    def backward(self, a: Any, b: Any, out: Any, constants_grad: Optional[Any] = None,
+                 features_last: bool = False) -> None:
+        """Activation: ``out = b * f'(a)`` (``b`` is the incoming gradient); loss: ``dL/da``.
+
+        With ``constants_grad`` (float64, one entry per constant in the plan's
+        ``constant_names`` order), also overwrite it, in the same pass, with each
+        node's sum of ``b * df/dc`` (loss: ``dL/dc``), in a fixed order.
+        """
 
     def update_params(self, params: Any) -> None:
         """New ``(n_nodes, slots)`` float64 constants; must not recompile anything."""

@@ -19,18 +19,18 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..cache import KernelCache, cache_key
+from ..cache.records import DamagedRecord
 from ..cache.layout import check_key
 from ..config import settings
 from ..errors import JITCompilationError
-from ..toolchains import Toolchain, isa
+from ..toolchains import Toolchain, flags, isa
 from .cffi_build import BuildRequest, build_extension
 
 log = logging.getLogger(__name__)
 
-LIBMVEC_DEFINE = "-DHS_USE_LIBMVEC"
 # Above this many new functions, split the build over parallel compiler processes.
 FUNCTIONS_PER_BUILD = 24
 
@@ -42,13 +42,14 @@ class RowFunctions:
     module: Any  # the loaded cffi extension module (has .ffi and .lib)
     forward: str
     backward: str
+    constants_grad: Optional[str] = None
+    """The backward with constants' gradient; None without constants, or see ``constants_grad_problem``."""
+    constants_grad_problem: Optional[str] = None
+    """Why a structure with constants has none (its derivative for a constant failed)."""
 
 
 def _compile_args(toolchain: Toolchain) -> Tuple[str, ...]:
-    args = tuple(toolchain.compile_args)
-    if any(arg in ("-lmvec", "mvec.lib") for arg in toolchain.link_args):
-        args += (LIBMVEC_DEFINE,)
-    return args
+    return flags.build_compile_args(toolchain.compile_args, toolchain.link_args)
 
 
 def _key(kind: str, source: str, toolchain: Toolchain, dtype: str) -> str:
@@ -142,27 +143,21 @@ def build_module(cache: KernelCache, kind: str, module_prefix: str, source: str,
     return module
 
 
-def find_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolchain,
-                    dtype: str) -> Dict[str, RowFunctions]:
-    """Row functions of the structures already in the cache (the others are absent)."""
-    found: Dict[str, RowFunctions] = {}
-    for key in keys:
-        entry = cache.lookup(structure_entry_key(key, toolchain, dtype))
-        if entry is None:
-            continue
-        module_key, forward, backward = (entry.meta.get(name) for name in ("module", "forward", "backward"))
-        if not (_is_key(module_key) and isinstance(forward, str) and isinstance(backward, str)):
-            cache.invalidate(entry, "its record does not name a module and two functions")
-            continue
-        module = load_extension(cache, module_key)
-        if module is None:
-            continue
-        if not (hasattr(module.lib, forward) and hasattr(module.lib, backward)):
-            # meta.json is not checksummed: an edited record must not reach the C call.
-            cache.invalidate(entry, f"its module has no function {forward!r} or {backward!r}")
-            continue
-        found[key] = RowFunctions(module, forward, backward)
-    return found
+def _row_functions(cache: KernelCache, fields: Mapping[str, Any]) -> Optional[RowFunctions]:
+    """The row functions a structure's record names, or None when its module is gone."""
+    module_key, forward, backward = (fields.get(name) for name in ("module", "forward", "backward"))
+    if not (_is_key(module_key) and isinstance(forward, str) and isinstance(backward, str)):
+        raise DamagedRecord("its record does not name a module and two functions")
+    module = load_extension(cache, module_key)
+    if module is None:
+        return None
+    cgrad, problem = fields.get("constants_grad"), fields.get("constants_grad_problem")
+    if not (cgrad is None or isinstance(cgrad, str)) or not (problem is None or isinstance(problem, str)):
+        raise DamagedRecord("its record's constants_grad fields are not names")
+    if not all(hasattr(module.lib, name) for name in (forward, backward, cgrad) if name is not None):
+        # meta.json is not checksummed: an edited record must not reach the C call.
+        raise DamagedRecord(f"its module has no function {forward!r}, {backward!r} or {cgrad!r}")
+    return RowFunctions(module, forward, backward, cgrad, problem)
 
 
 def _is_key(value: Any) -> bool:
@@ -180,61 +175,46 @@ def ensure_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolch
     ``structures_for(keys)`` returns the symbolic structures to compile; it is
     only called when something is missing (so a warm start never needs SymPy).
     """
-    found = find_structures(cache, keys, toolchain, dtype)
-    missing = [k for k in dict.fromkeys(keys) if k not in found]
-    if not missing:
-        return found
-    record_keys = [structure_entry_key(k, toolchain, dtype) for k in missing]
-    with cache.locked(record_keys):
-        # Another process may have built them while we waited for the locks.
-        found.update(find_structures(cache, missing, toolchain, dtype))
-        missing = [k for k in missing if k not in found]
-        if missing:
-            found.update(_compile(cache, missing, toolchain, dtype, structures_for))
-    return found
+    structure_of = {structure_entry_key(key, toolchain, dtype): key for key in keys}
+
+    def build_missing(record_keys: List[str]) -> Dict[str, Dict[str, Any]]:
+        fields = _compile(cache, [structure_of[k] for k in record_keys], toolchain, dtype, structures_for)
+        return {structure_entry_key(key, toolchain, dtype): value for key, value in fields.items()}
+
+    rows = cache.resolve(list(structure_of), lambda key, fields: _row_functions(cache, fields), build_missing)
+    return {structure_of[key]: functions for key, functions in rows.items()}
 
 
 def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: str,
-             structures_for: Callable[[Sequence[str]], Sequence[Any]]) -> Dict[str, RowFunctions]:
+             structures_for: Callable[[Sequence[str]], Sequence[Any]]) -> Dict[str, Dict[str, Any]]:
+    """Compile the structures ``missing`` (in one compiler run, or a few in parallel when there
+    are many); the record fields of each, by structure key."""
     from ..codegen.c_source import render_c_module  # SymPy-based: only when compiling
 
     structures = list(structures_for(missing))
     n_builds = max(1, math.ceil(len(structures) / FUNCTIONS_PER_BUILD))
     groups = [structures[i::n_builds] for i in range(n_builds)]
 
-    def build_group(group: Sequence[Any]) -> Tuple[Sequence[Any], Any, Any]:
+    def build_group(group: Sequence[Any]) -> Dict[str, Dict[str, Any]]:
         generated = render_c_module(group, dtype)
-        module = build_module(cache, "c-module", "_hsnn_rows", generated.source, generated.cdef,
-                              toolchain, dtype, functions=len(group))
-        return group, generated, module
-
-    def record(group: Sequence[Any], generated: Any, module: Any) -> Dict[str, RowFunctions]:
-        # Runs in the calling thread: it holds the records' locks (re-entrant for it
-        # only), so a pool thread publishing them would wait for itself until timeout.
-        rows = {}
-        for structure in group:
-            forward, backward = generated.functions[structure.key]
-            record_key = structure_entry_key(structure.key, toolchain, dtype)
-            fields = {"bookkeeping": True, "module": _key("c-module", generated.source, toolchain, dtype),
-                      "forward": forward, "backward": backward}
-            entry = cache.publish(record_key, {}, fields)
-            if entry.meta.get("module") != fields["module"]:
-                # The record pointed at a module that is gone (pruned): kept, it would
-                # send every later layer using this structure to the compiler again.
-                cache.discard(entry)
-                cache.publish(record_key, {}, fields)
-            rows[structure.key] = RowFunctions(module, forward, backward)
-        return rows
+        build_module(cache, "c-module", "_hsnn_rows", generated.source, generated.cdef,
+                     toolchain, dtype, functions=len(group))
+        module_key = _key("c-module", generated.source, toolchain, dtype)
+        return {structure.key: {"kind": "c-structure", "module": module_key,
+                                "forward": generated.functions[structure.key][0],
+                                "backward": generated.functions[structure.key][1],
+                                "constants_grad": generated.constants_grad.get(structure.key),
+                                "constants_grad_problem": generated.constants_grad_problems.get(structure.key)}
+                for structure in group}
 
     start = time.perf_counter()
-    result: Dict[str, RowFunctions] = {}
+    result: Dict[str, Dict[str, Any]] = {}
     if len(groups) == 1:
-        result.update(record(*build_group(groups[0])))
+        result.update(build_group(groups[0]))
     else:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 2)) as pool:
-            built = list(pool.map(build_group, groups))
-        for group, generated, module in built:
-            result.update(record(group, generated, module))
+            for fields in pool.map(build_group, groups):
+                result.update(fields)
     log.info("compiled %d new function(s) in %.2f s", len(structures), time.perf_counter() - start)
     return result
 

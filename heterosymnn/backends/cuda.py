@@ -8,6 +8,10 @@ without compiling), and device copies of the node -> structure ids and of the
 constants. ``set_device`` builds that state for another GPU and never touches
 the symbolic front end or the code generator.
 
+Nodes-first calls run the rows/elems kernels; the features-last layout and the
+constants' gradient run the warp-tile kernels (:mod:`.cuda_tiles`). Every launch
+goes to CuPy's current stream.
+
 CuPy is imported inside :func:`build` only: importing heterosymnn never fails or
 prints because CuPy is missing or broken; ``build`` turns every such problem
 into a :class:`BackendUnavailableError` that says what is wrong and how to fix
@@ -16,12 +20,13 @@ it, and the compiler falls back to the CPU.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, HeteroSymNNError, InvalidDeviceIDError
 from .base import GPU_CUDA
+from .cuda_tiles import TileArrays, TileLayer, launch_tiles
 
 GPU_INSTALL_HINT = ("pip install heterosymnn[gpu] (installs cupy-cuda12x; with a CUDA 13 driver "
                     "use cupy-cuda13x)")
@@ -99,7 +104,8 @@ class _DeviceState:
     ids: Any
     params: Any
     sm_count: int
-    launches: Dict[Tuple[int, int], Tuple[Any, tuple, tuple, np.int64, np.int64]]
+    launches: Dict[tuple, Any]
+    tiles: TileArrays
 
 
 class CudaKernels:
@@ -121,6 +127,7 @@ class CudaKernels:
                                   dtype=np.int32)
         self._params_host = params
         self._stride = np.int64(params.shape[1])
+        self._tiles = TileLayer(plan, module)
         self._devices: Dict[int, _DeviceState] = {}
         self._state = self._load(device_id)
 
@@ -142,12 +149,12 @@ class CudaKernels:
                 # get_function compiles (or finds CuPy's cached cubin) and loads for this device.
                 functions = {role: self._raw.get_function(name) for role, name in self._module.kernels.items()}
                 state = _DeviceState(device_id, functions, cp.asarray(self._ids_host),
-                                     cp.asarray(np.ascontiguousarray(self._params_host, dtype=np.float64)),
+                                     self._device_params(self._params_host),
                                      int(cp.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"]),
-                                     {})
+                                     {}, self._tiles.device_arrays(cp))
                 self._devices[device_id] = state
             else:  # constants may have changed while we were elsewhere
-                state.params.set(np.ascontiguousarray(self._params_host, dtype=np.float64))
+                state.params = self._device_params(self._params_host)
         return state
 
     def set_device(self, new_id: int) -> None:
@@ -162,57 +169,93 @@ class CudaKernels:
                                           f"{type(exc).__name__}: {exc}") from exc
 
     def update_params(self, params: np.ndarray) -> None:
+        # Copy-on-write, as on the CPU: a new device array published by one attribute store; a
+        # launch reads ``state.params`` once, and one already queued keeps the old array (never
+        # written again), so no kernel sees a mix. The copy into the new array is queued on the
+        # current stream, before any launch that sees it on that stream (CuPy's default stream
+        # is shared by all threads); other streams must be synchronised by the caller.
         self._params_host = params
         state = self._state
         with self._cp.cuda.Device(state.device_id):
-            state.params.set(np.ascontiguousarray(params, dtype=np.float64))
+            state.params = self._device_params(params)
+
+    def _device_params(self, params: np.ndarray) -> Any:
+        """A new device copy of ``params`` on the current device and stream."""
+        return self._cp.asarray(np.ascontiguousarray(params, dtype=np.float64))
 
     # -- launches --------------------------------------------------------------------------
-    def forward(self, a: Any, b: Optional[Any], out: Any) -> None:
-        self._launch(0, a, b if self._loss else None, None, out)
-
-    def backward(self, a: Any, b: Any, out: Any) -> None:
-        if self._loss:
-            self._launch(1, a, b, None, out)
+    def forward(self, a: Any, b: Optional[Any], out: Any, features_last: bool = False) -> None:
+        inputs = (a, b if self._loss else None, None, out)
+        if features_last:
+            self._launch_tiles("forward_tiles", inputs, True)
         else:
-            self._launch(1, a, None, b, out)
+            self._launch(0, *inputs)
+
+    def backward(self, a: Any, b: Any, out: Any, constants_grad: Optional[Any] = None,
+                 features_last: bool = False) -> None:
+        inputs = (a, b, None, out) if self._loss else (a, None, b, out)
+        if constants_grad is not None and self._tiles.n_constants:
+            self._tiles.check_constants_grad()
+            self._launch_tiles("backward_grad", inputs, features_last, constants_grad)
+        elif features_last:  # a layer without constants has nothing more to write
+            self._launch_tiles("backward_tiles", inputs, features_last)
+        else:
+            self._launch(1, *inputs)
 
     def empty(self, shape: tuple, dtype: Any) -> Any:
         """A new output array on this compiler's device (not the caller's current one)."""
-        device = self._state.device_id
-        if self._cp.cuda.runtime.getDevice() == device:
-            return self._cp.empty(shape, dtype=dtype)
-        with self._cp.cuda.Device(device):
-            return self._cp.empty(shape, dtype=dtype)
+        return self._on_device(self._state, (), lambda: self._cp.empty(shape, dtype=dtype))
 
-    def _launch(self, direction: int, a: Any, b: Optional[Any], g: Optional[Any], out: Any) -> None:
-        state = self._state
+    def _on_device(self, state: _DeviceState, arrays: tuple, run: Callable[[], Any]) -> Any:
+        """``run()`` with ``state``'s device current, once every array is checked to live there."""
         device = state.device_id
-        for array in (a, b, g, out):
+        for array in arrays:
             if array is not None and array.data.device_id != device:
                 raise ValueError(f"an array is on CUDA device {array.data.device_id}, but this compiler runs "
                                  f"on device {device}; copy it there (cupy.asarray under "
                                  f"`with cupy.cuda.Device({device}):`) or call set_gpu_id"
                                  f"({array.data.device_id})")
+        if self._cp.cuda.runtime.getDevice() == device:  # the common case skips the context manager
+            return run()
+        with self._cp.cuda.Device(device):
+            return run()
+
+    def _launch(self, direction: int, a: Any, b: Optional[Any], g: Optional[Any], out: Any) -> None:
+        state = self._state
         cols = a.size // self._rows
         launch = state.launches.get((direction, cols))
         if launch is None:
             launch = self._prepare(state, direction, cols)
         function, grid, block, rows, cols64 = launch
         args = (state.ids, state.params, self._stride, rows, cols64, a, b, g, out)
-        if self._cp.cuda.runtime.getDevice() == device:
-            function(grid, block, args)
-        else:
-            with self._cp.cuda.Device(device):
-                function(grid, block, args)
+        self._on_device(state, (a, b, g, out), lambda: function(grid, block, args))
 
     def _prepare(self, state: _DeviceState, direction: int, cols: int) -> tuple:
         plan = self._plan_launch(self._rows, cols, state.sm_count)
         role = f"{'forward' if direction == 0 else 'backward'}_{plan.kind}"
         launch = (state.functions[role], plan.grid, plan.block, np.int64(self._rows), np.int64(cols))
+        self._remember(state, (direction, cols), launch)
+        return launch
+
+    def _launch_tiles(self, role: str, inputs: tuple, features_last: bool, constants_grad: Any = None) -> None:
+        state, tiles = self._state, self._tiles
+        samples = inputs[0].size // self._rows
+        key = (role, samples, features_last)
+        planned = state.launches.get(key)
+        if planned is None:
+            grouping = tiles.grouping(samples, features_last)
+            planned = self._remember(state, key, (grouping, tiles.plan(grouping, samples, state.sm_count)))
+        grouping, launch = planned
+        params = state.params  # read once: a concurrent set_constants swaps in a new array
+        self._on_device(state, (*inputs, constants_grad), lambda: launch_tiles(
+            self._cp, state.functions, state.tiles, tiles, launch, role, grouping, features_last, params,
+            self._stride, inputs, constants_grad))
+
+    @staticmethod
+    def _remember(state: _DeviceState, key: tuple, launch: Any) -> Any:
         if len(state.launches) >= _MAX_LAUNCHES:
             state.launches.clear()
-        state.launches[(direction, cols)] = launch
+        state.launches[key] = launch
         return launch
 
 

@@ -19,13 +19,18 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .key import CACHE_SCHEMA
 from .layout import META_NAME
+from .memory import MAX_ENTRIES, LruMap
 
 #: Names the cache writes into meta.json itself; builder metadata may not use them.
 RESERVED = frozenset({"schema", "key", "created", "files", "sizes", "build_seconds", "pid"})
 
 # entry path -> stat signature of a fully hashed, good entry: hashing happens once
 # per process per entry, and any later rewrite of a file changes its signature.
-_verified: Dict[str, tuple] = {}
+# Bounded for long runs: a dropped signature only means the entry is hashed again.
+# Twice the entries one memory layer keeps, so that an entry held in memory keeps its
+# signature even with a second cache (a fallback, another directory) in the process.
+MAX_VERIFIED = 2 * MAX_ENTRIES
+_verified = LruMap(MAX_VERIFIED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +135,7 @@ def verify(path: Path, key: str, deep: bool = True) -> Tuple[Optional[Dict[str, 
         for name in sorted(files):
             if sha256_file(path.joinpath(*name.split("/"))) != files[name]:
                 return None, f"artifact {name!r} fails its SHA-256 check (corrupted)"
-        _verified[str(path)] = signature
+        _verified.put(str(path), signature)
     return meta, ""
 
 
@@ -138,7 +143,7 @@ def mark_verified(path: Path, meta: Mapping[str, Any]) -> None:
     """Record a just-published entry as hashed (``seal`` hashed its files)."""
     signature, _ = _signature(path, meta["files"], meta["sizes"])
     if signature is not None:
-        _verified[str(path)] = signature
+        _verified.put(str(path), signature)
 
 
 def unchanged(entry: Entry) -> bool:

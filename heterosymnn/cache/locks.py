@@ -2,8 +2,8 @@
 
 Across processes the lock is an OS lock on a small file, which the OS releases
 when its holder dies, so a killed build never wedges the cache. Within one
-process there is exactly one lock object per path, guarded by a re-entrant
-thread lock:
+process there is exactly one lock object per path in use (dropped when no
+thread holds or waits for it), guarded by a re-entrant thread lock:
 
 * re-entrant: a caller holding several keys through :func:`hold_many` can call
   ``build()`` on one of them without deadlocking on itself;
@@ -52,15 +52,18 @@ _CONTENTION = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
 
 
 class _PathLock:
-    __slots__ = ("path", "thread_lock", "depth", "held")
+    __slots__ = ("path", "thread_lock", "depth", "held", "users")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.thread_lock = threading.RLock()
         self.depth = 0  # nested holds by the thread owning thread_lock
         self.held: Any = None  # the OS-level lock (an fd, or a FileLock) while depth > 0
+        self.users = 0  # holds in progress or waiting, in every thread (guarded by _registry_guard)
 
 
+# Only the locks in use: a long run takes thousands of distinct keys' locks (every new
+# layer plan has one), and keeping an object per path ever locked would grow without end.
 _registry: Dict[str, _PathLock] = {}
 _registry_guard = threading.Lock()
 
@@ -83,12 +86,23 @@ if hasattr(os, "register_at_fork"):
 
 
 def _path_lock(path: Path) -> _PathLock:
+    """The one lock object of ``path``, counted as used until :func:`_check_in`."""
     name = os.path.abspath(path)
     with _registry_guard:
         lock = _registry.get(name)
         if lock is None:
             lock = _registry[name] = _PathLock(name)
+        lock.users += 1
         return lock
+
+
+def _check_in(lock: _PathLock) -> None:
+    # Dropped only when no thread holds or waits for it: a thread that comes later
+    # creates a fresh object, which is then the only one, as no other is in use.
+    with _registry_guard:
+        lock.users -= 1
+        if lock.users == 0 and _registry.get(lock.path) is lock:  # not after a fork's reset
+            del _registry[lock.path]
 
 
 def _timeout_error(path: str, timeout: float) -> CacheError:
@@ -120,23 +134,26 @@ def hold(path: Path, timeout: float, what: str = "") -> Iterator[None]:
         If the lock file cannot be created (an unusable cache directory).
     """
     lock = _path_lock(path)
-    forever = timeout < 0 or timeout >= threading.TIMEOUT_MAX
-    deadline = None if forever else time.monotonic() + timeout
-    if not lock.thread_lock.acquire(timeout=-1 if deadline is None else timeout):
-        raise _timeout_error(lock.path, timeout)
     try:
-        if lock.depth == 0:
-            lock.held = _acquire(lock.path, deadline, timeout, what)
-        lock.depth += 1
+        forever = timeout < 0 or timeout >= threading.TIMEOUT_MAX
+        deadline = None if forever else time.monotonic() + timeout
+        if not lock.thread_lock.acquire(timeout=-1 if deadline is None else timeout):
+            raise _timeout_error(lock.path, timeout)
         try:
-            yield
-        finally:
-            lock.depth -= 1
             if lock.depth == 0:
-                held, lock.held = lock.held, None
-                _release(lock.path, held)
+                lock.held = _acquire(lock.path, deadline, timeout, what)
+            lock.depth += 1
+            try:
+                yield
+            finally:
+                lock.depth -= 1
+                if lock.depth == 0:
+                    held, lock.held = lock.held, None
+                    _release(lock.path, held)
+        finally:
+            lock.thread_lock.release()
     finally:
-        lock.thread_lock.release()
+        _check_in(lock)
 
 
 def _acquire(path: str, deadline: Optional[float], timeout: float, what: str) -> Any:

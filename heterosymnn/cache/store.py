@@ -20,11 +20,12 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
 from ..config import settings
 from ..errors import CacheError, CompilationWarning
-from . import buildlog, locks
+from . import buildlog, locks, records
 from .entry import Entry, mark_verified, move_aside, unchanged, verify
 from .layout import Layout, check_key, configured_base, describe_error, fallback_layout
 from .memory import CacheStats, MemoryLayer
 from .publish import Builder, Unusable, function_count, make
+from .records import RecordBuilder, RecordLoader
 
 log = logging.getLogger("heterosymnn.cache")
 
@@ -136,7 +137,7 @@ class KernelCache:
                                                     settings().lock_timeout, what))
             yield
 
-    def build(self, key: str, builder: Builder) -> Entry:
+    def build(self, key: str, builder: Builder, *, record: bool = False) -> Entry:
         """The entry for ``key``: looked up, else built and published under its lock.
 
         After taking the lock the entry is looked up again, so of many processes
@@ -151,6 +152,10 @@ class KernelCache:
             ``builder(build_dir) -> metadata``: writes the artifact files into the
             empty private directory ``build_dir`` and returns JSON-serializable
             metadata (``toolchain``, ``functions``... are logged).
+        record : bool
+            The entry describes or names artifacts (a layer plan, the module holding
+            a function) rather than being a build: it is neither counted in
+            :meth:`stats` ``builds`` nor logged in ``builds.jsonl``.
 
         Returns
         -------
@@ -170,11 +175,11 @@ class KernelCache:
         if entry is not None:
             return entry
         try:
-            return self._build(key, builder)
+            return self._build(key, builder, record)
         except Unusable as exc:
             self._fall_back(exc)
         try:
-            return self._build(key, builder)
+            return self._build(key, builder, record)
         except Unusable as exc:  # the private temporary cache failed as well (e.g. the same full disk)
             raise _no_cache_error(f"the temporary kernel cache {self._layout.base} is unusable too",
                                   exc.error) from exc.error
@@ -190,6 +195,15 @@ class KernelCache:
             return metadata
 
         return self.build(key, copy)
+
+    def resolve(self, keys: Sequence[str], load: RecordLoader, build_missing: RecordBuilder) -> Dict[str, Any]:
+        """Get or build several artifacts through their records, in one call.
+
+        See :func:`heterosymnn.cache.records.resolve`: usable records are loaded,
+        missing ones are built once under their locks (taken and released by the
+        calling thread) and published.
+        """
+        return records.resolve(self, keys, load, build_missing)
 
     def invalidate(self, entry: Entry, reason: str) -> None:
         """Report that ``entry`` failed to load, and remove it so it is rebuilt.
@@ -277,7 +291,7 @@ class KernelCache:
             _touch(path)
         return entry
 
-    def _build(self, key: str, builder: Builder) -> Entry:
+    def _build(self, key: str, builder: Builder, record: bool) -> Entry:
         layout = self._ensure_ready()
         with contextlib.ExitStack() as stack:
             try:
@@ -296,15 +310,13 @@ class KernelCache:
             except Unusable as exc:
                 exc.base = layout.base
                 raise
-            return self._built(layout, entry, seconds)
+            return self._built(layout, entry, seconds, record)
 
-    def _built(self, layout: Layout, entry: Entry, seconds: float) -> Entry:
+    def _built(self, layout: Layout, entry: Entry, seconds: float, record: bool) -> Entry:
         mark_verified(entry.path, entry.meta)
         self._memory.add_entry(entry)
         self._memory.first_touch(entry.key)  # just written: its mtime is already fresh
-        if entry.meta.get("bookkeeping"):
-            # Small records (a layer plan, a pointer to the module holding a
-            # function) are not builds: counting them would hide real compiles.
+        if record:  # counting small records would hide the real compiles
             return entry
         functions = function_count(entry.meta.get("functions"))
         self._memory.count(builds=1, functions_built=functions or 0)

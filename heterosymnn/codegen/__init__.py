@@ -5,7 +5,9 @@ Public entry points
 -------------------
 render_c(structures, dtype)          full C source, for users who want to read it
 render_c_module(structures, dtype)   source + cffi cdef + name table (CModule)
-render_runtime(dtype)                the generic layer driver (RuntimeSource)
+render_runtime(dtype)                the generic layer driver (RuntimeSource): nodes first,
+                                     with constants' gradient, features last
+render_backward(structure, ...)      backward + constants-gradient functions of any target
 CPrinter                             the SymPy printer the C family builds on
 """
 from __future__ import annotations
@@ -23,16 +25,18 @@ _EXPORTS = {
     "UnsupportedExpressionError": "common",
     "CHUNK_ELEMENTS": "c_runtime",
     "PARALLEL_MIN_ELEMENTS": "c_runtime",
+    "SPAN_ELEMENTS": "c_runtime",
+    "TILE_SAMPLES": "c_runtime",
     "RuntimeSource": "c_runtime",
     "render_runtime": "c_runtime",
     "CODEGEN_VERSION": "dtypes",
-    "GCC_FLAGS": "c_source",
-    "LIBMVEC_COMPILE_FLAGS": "c_source",
-    "LIBMVEC_LIBRARIES": "c_source",
     "CModule": "c_source",
     "render_c": "c_source",
     "render_c_module": "c_source",
-    "row_function_names": "c_source",
+    "row_function_names": "c_rows",
+    "constants_grad_function_name": "c_rows",
+    "render_backward": "c_rows",
+    "PrintedUsage": "common",
     "Lowered": "lowering",
     "lower": "lowering",
 }

@@ -30,19 +30,13 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
-#: Macro the build defines (with ``-lmvec``) to turn on the SIMD declarations.
-LIBMVEC_MACRO = "HS_USE_LIBMVEC"
-#: Macro the build defines when compiling with ``-fopenmp-simd`` only (that
-#: flag, unlike ``-fopenmp``, predefines nothing the source could test).
-OPENMP_SIMD_MACRO = "HS_OPENMP_SIMD"
+from heterosymnn.symbolic.functions import LIBMVEC_235, LIBMVEC_BASE, MATH_FUNCTIONS
+from heterosymnn.toolchains.flags import LIBMVEC_MACRO, OPENMP_SIMD_MACRO
 
-# Functions libmvec has had since glibc 2.22; the rest arrived in 2.35.
-_LIBMVEC_BASE = frozenset({"sin", "cos", "exp", "log", "pow"})
-_LIBMVEC_235 = frozenset({
-    "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh",
-    "asinh", "acosh", "atanh", "erf", "erfc", "expm1", "log1p",
-})
-_BINARY = frozenset({"pow"})
+# Which prelude marker declares a SIMD variant of each glibc version.
+_MARKERS = {LIBMVEC_BASE: "HS_VECTOR_MATH", LIBMVEC_235: "HS_VECTOR_MATH_235"}
+# libm base name -> (the marker its declaration gets, its argument count).
+_VECTOR_MATH = {f.c: (_MARKERS[f.vector], f.c_args) for f in MATH_FUNCTIONS if f.vector}
 
 COMMON_PRELUDE = f"""\
 #include <math.h>
@@ -60,6 +54,11 @@ COMMON_PRELUDE = f"""\
 #  pragma GCC optimize ("fp-contract=off")
 #elif defined(_MSC_VER)
 #  pragma fp_contract (off)
+#endif
+/* omp simd is a hint: clang reports each loop it leaves scalar (one that only
+   calls a libm function it has no vector form of) as a warning. */
+#if defined(__clang__)
+#  pragma clang diagnostic ignored "-Wpass-failed"
 #endif
 /* MSVC's C compiler spells restrict and inline with underscores. */
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -110,13 +109,10 @@ def render_vector_declarations(math_used: Iterable[str], ctype: str, suffix: str
     lines, fallbacks = [], []
     for name in sorted(set(math_used) | set(aliases.values())):
         base = name[: len(name) - len(suffix)] if suffix and name.endswith(suffix) else name
-        if base in _LIBMVEC_BASE:
-            marker = "HS_VECTOR_MATH"
-        elif base in _LIBMVEC_235:
-            marker = "HS_VECTOR_MATH_235"
-        else:
+        if base not in _VECTOR_MATH:
             continue  # sqrt, fabs: single instructions, nothing to declare
-        params = ", ".join([ctype] * (2 if base in _BINARY else 1))
+        marker, n_args = _VECTOR_MATH[base]
+        params = ", ".join([ctype] * n_args)
         if name in set(math_used):
             lines.append(f"{marker} {ctype} {name}({params});")
         for alias in sorted(a for a, target in aliases.items() if target == name):

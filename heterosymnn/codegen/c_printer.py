@@ -13,7 +13,7 @@ every backend agrees with: ``Max``/``Min`` propagate NaN like ``np.maximum``,
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Set
+from typing import AbstractSet, Dict, Mapping, Optional
 
 import sympy as sp
 from sympy.printing.c import C99CodePrinter
@@ -21,20 +21,16 @@ from sympy.printing.precedence import PRECEDENCE
 
 from heterosymnn.codegen import c_prelude
 from heterosymnn.codegen.common import (
-    DTYPES, LogicPrinting, UnsupportedExpressionError, check_dtype, format_literal,
+    DTYPES, LogicPrinting, PrintedUsage, UnsupportedExpressionError, check_dtype, format_literal,
 )
 from heterosymnn.codegen.lowering import MAX_EXPANDED_POWER
+from heterosymnn.symbolic.functions import BY_SYMPY, MATH_FUNCTIONS as _TABLE, POWERS
 from heterosymnn.symbolic.grammar import EVALUABLE_NODES
 
-#: SymPy function class name -> C99 math library base name (double flavour).
-MATH_FUNCTIONS: Dict[str, str] = {
-    "exp": "exp", "log": "log", "expm1": "expm1", "log1p": "log1p",
-    "sin": "sin", "cos": "cos", "tan": "tan",
-    "asin": "asin", "acos": "acos", "atan": "atan",
-    "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
-    "asinh": "asinh", "acosh": "acosh", "atanh": "atanh",
-    "erf": "erf", "erfc": "erfc", "Abs": "fabs",
-}
+#: SymPy function class name -> C99 math library base name (double flavour);
+#: powers are printed by ``_print_Pow``.
+MATH_FUNCTIONS: Dict[str, str] = {f.sympy: f.c for f in _TABLE if f.c and f.sympy not in POWERS}
+_SQRT, _POW = BY_SYMPY["sqrt"].c, BY_SYMPY["Pow"].c
 
 
 class CPrinter(LogicPrinting, C99CodePrinter):
@@ -47,6 +43,12 @@ class CPrinter(LogicPrinting, C99CodePrinter):
     symbols : mapping of sympy.Symbol to str
         C name of every free symbol (variables, slots ``p<i>`` -> ``c<i>``,
         temporaries); any other symbol is an error.
+    aliased_math : set of str, optional
+        Math functions (base names, ``"sin"``) to call through an alias that the
+        vector-math prelude declares as a non-builtin function (see ``c_source``).
+    usage : PrintedUsage, optional
+        Where to record what the printed expressions need; the printers of one
+        source share one. A new one by default.
 
     Attributes
     ----------
@@ -54,7 +56,7 @@ class CPrinter(LogicPrinting, C99CodePrinter):
         C math functions the printed expressions call directly (``"expf"``).
     math_aliases : dict of str to str
         Names printed instead of a math function, and the function they
-        stand for (``"hs_sin_f32"`` -> ``"sinf"``); see :attr:`aliased_math`.
+        stand for (``"hs_sin_f32"`` -> ``"sinf"``).
     helpers_used : set of str
         Helper kinds the printed expressions need (``"max"``, ``"sign"``, ...).
     """
@@ -64,22 +66,23 @@ class CPrinter(LogicPrinting, C99CodePrinter):
     helper_qualifier = "HS_INLINE"
     nan_literal = "NAN"
     inf_literal = "INFINITY"
-    #: Math functions currently printed through an alias that the vector-math
-    #: prelude declares as a non-builtin function; the kernel generator sets
-    #: it per loop body (see ``c_source``).
-    aliased_math: frozenset = frozenset()
+    # No M_PI & co: they are not C99 and need _USE_MATH_DEFINES on MSVC. A class
+    # attribute, as SymPy computes its default table on every construction otherwise.
+    math_macros: Dict[sp.Expr, str] = {}
 
-    def __init__(self, dtype: str, symbols: Mapping[sp.Symbol, str]) -> None:
+    def __init__(self, dtype: str, symbols: Mapping[sp.Symbol, str], *,
+                 aliased_math: AbstractSet[str] = frozenset(),
+                 usage: Optional[PrintedUsage] = None) -> None:
         check_dtype(dtype)
-        # math_macros={} stops SymPy from printing M_PI & co, which are not C99
-        # and need _USE_MATH_DEFINES on MSVC.
-        super().__init__({"math_macros": {}})
+        super().__init__()
         self.dtype = dtype
         self.ctype, self.tag = DTYPES[dtype]
         self.symbol_names: Dict[sp.Symbol, str] = dict(symbols)
-        self.math_used: Set[str] = set()
-        self.math_aliases: Dict[str, str] = {}
-        self.helpers_used: Set[str] = set()
+        self.aliased_math = frozenset(aliased_math)
+        self.usage = PrintedUsage() if usage is None else usage
+        self.math_used = self.usage.math
+        self.math_aliases = self.usage.aliases
+        self.helpers_used = self.usage.helpers
 
     # -- public entry points ---------------------------------------------
     def expression(self, expr: sp.Basic) -> str:
@@ -177,9 +180,9 @@ class CPrinter(LogicPrinting, C99CodePrinter):
             # Rational -1/2 prints as 1/sqrt like lambdify does, but a float
             # -0.5 is np.power, i.e. pow() (they differ at -0.0 and -inf).
             if value == 0.5:
-                return f"{self._math('sqrt')}({self._print(base)})"
+                return f"{self._math(_SQRT)}({self._print(base)})"
             if exp == sp.Rational(-1, 2):
-                return f"({one}/{self._math('sqrt')}({self._print(base)}))"
+                return f"({one}/{self._math(_SQRT)}({self._print(base)}))"
             if value.is_integer() and 1 <= abs(value) <= MAX_EXPANDED_POWER:
                 n = int(abs(value))
                 factor = b if value > 0 else f"({one}/{b})"
@@ -187,7 +190,7 @@ class CPrinter(LogicPrinting, C99CodePrinter):
                     square = f"({factor}*{factor})"
                     return f"({square}*{square})"
                 return "(" + "*".join([factor] * n) + ")" if n > 1 else factor
-        return f"{self._math('pow')}({self._print(base)}, {self._print(exp)})"
+        return f"{self._math(_POW)}({self._print(base)}, {self._print(exp)})"
 
     def _math(self, base: str) -> str:
         name = self.math_name(base)

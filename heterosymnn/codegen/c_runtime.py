@@ -13,12 +13,16 @@ Arrays are C-contiguous ``(rows, cols)``; ``b``/``g`` may be NULL (and
 ``params`` too when no row has slots); row ``r`` reads its slot values at
 ``params + r*p_stride``; ``nthreads`` 0 means the
 OpenMP default. Small inputs never enter an OpenMP region (entering one costs
-about a microsecond, more than a small layer takes serially).
+about a microsecond, more than a small layer takes serially). The entries for
+the constants' gradient and the features-last layout (``hs_run_cgrad_*``,
+``hs_run_fl_*``) are in :mod:`heterosymnn.codegen.c_driver` and
+:mod:`heterosymnn.codegen.c_features_last`.
 """
 from __future__ import annotations
 
 import dataclasses
 
+from heterosymnn.codegen import c_driver, c_features_last, c_prelude
 from heterosymnn.codegen.dtypes import DTYPES, check_dtype
 
 #: Below this many elements (rows*cols) the driver runs serially. Measured
@@ -31,6 +35,15 @@ PARALLEL_MIN_ELEMENTS = 32768
 #: still spread over all threads. Measured 2K..64K: no difference for many
 #: rows; for 3 rows of 100K, <= 8K balances best (51 us vs 55 us at 16K+).
 CHUNK_ELEMENTS = 8192
+#: The constants' gradient is summed per span of this many elements of a row, then
+#: span by span (see c_driver): chunks and tiles must be whole numbers of spans. The
+#: constants-gradient row functions are generated for it (their span buffers).
+SPAN_ELEMENTS = 128
+#: Features last: samples per tile (a whole number of spans and of any vector width)...
+TILE_SAMPLES = 128
+#: ... and bytes of a tile's row in the caller's array: several cache lines of nodes.
+NODE_BLOCK_BYTES = 256
+_ITEMSIZE = {"float32": 4, "float64": 8}
 
 _TEMPLATE = """\
 /* heterosymnn layer driver: {dtype} */
@@ -50,23 +63,26 @@ _TEMPLATE = """\
 typedef void (*hs_row_fn_{tag})(int64_t, const {T} *, const {T} *, const {T} *, {T} *,
                               const double *);
 
+/* Threads for `tasks` tasks over `total` elements: 1 means the serial path. */
+static int hs_team_{tag}(int64_t total, int64_t tasks, int nthreads)
+{{
+#ifdef _OPENMP
+    int threads;
+    if (total < HS_PARALLEL_MIN_ELEMENTS_{TAG} || nthreads == 1 || tasks < 2 || omp_in_parallel())
+        return 1;
+    threads = nthreads > 0 ? nthreads : omp_get_max_threads();
+    return tasks < (int64_t)threads ? (int)tasks : threads;
+#else
+    (void)total; (void)tasks; (void)nthreads;
+    return 1;
+#endif
+}}
+
 /* Threads hs_run_{tag} will use for this shape: 1 means the serial path. */
 int hs_threads_{tag}(int64_t rows, int64_t cols, int nthreads)
 {{
-#ifdef _OPENMP
-    int64_t total = rows * cols;
-    int64_t chunks, tasks;
-    int threads;
-    if (total < HS_PARALLEL_MIN_ELEMENTS_{TAG} || nthreads == 1 || omp_in_parallel())
-        return 1;
-    threads = nthreads > 0 ? nthreads : omp_get_max_threads();
-    chunks = (cols + HS_CHUNK_ELEMENTS_{TAG} - 1) / HS_CHUNK_ELEMENTS_{TAG};
-    tasks = rows * chunks;
-    return tasks < (int64_t)threads ? (int)tasks : threads;
-#else
-    (void)rows; (void)cols; (void)nthreads;
-    return 1;
-#endif
+    const int64_t chunks = (cols + HS_CHUNK_ELEMENTS_{TAG} - 1) / HS_CHUNK_ELEMENTS_{TAG};
+    return hs_team_{tag}(rows * cols, rows * chunks, nthreads);
 }}
 
 /* Offsets are applied only to pointers that exist: NULL + k is undefined. */
@@ -140,6 +156,11 @@ class RuntimeSource:
         The function-pointer typedef (cast row-function addresses to it).
     parallel_min_elements, chunk_elements : int
         The thresholds compiled in.
+    cgrad_name, features_last_name : str
+        ``hs_run_cgrad_*`` (nodes first, with constants' gradient) and ``hs_run_fl_*``
+        (features last, with or without it).
+    cgrad_fn_type : str
+        The typedef of constants-gradient row functions.
     """
 
     dtype: str
@@ -150,6 +171,9 @@ class RuntimeSource:
     row_fn_type: str
     parallel_min_elements: int
     chunk_elements: int
+    cgrad_name: str
+    features_last_name: str
+    cgrad_fn_type: str
 
 
 def render_runtime(dtype: str, *, parallel_min_elements: int = PARALLEL_MIN_ELEMENTS,
@@ -162,15 +186,21 @@ def render_runtime(dtype: str, *, parallel_min_elements: int = PARALLEL_MIN_ELEM
     parallel_min_elements : int
         Smallest ``rows*cols`` that may run in parallel.
     chunk_elements : int
-        Most elements of one row handed to one task.
+        Most elements of one row handed to one task: a multiple of ``SPAN_ELEMENTS``
+        (a span must never be split between tasks).
     """
     ctype, tag = DTYPES[check_dtype(dtype)]
-    if parallel_min_elements < 0 or chunk_elements < 1:
-        raise ValueError("parallel_min_elements must be >= 0 and chunk_elements >= 1")
+    if parallel_min_elements < 0 or chunk_elements < 1 or chunk_elements % SPAN_ELEMENTS:
+        raise ValueError(f"parallel_min_elements must be >= 0 and chunk_elements a positive "
+                         f"multiple of {SPAN_ELEMENTS}")
     fields = dict(dtype=dtype, T=ctype, tag=tag, TAG=tag.upper(),
-                  parallel_min=int(parallel_min_elements), chunk=int(chunk_elements))
+                  parallel_min=int(parallel_min_elements), chunk=int(chunk_elements),
+                  span=SPAN_ELEMENTS, tile=TILE_SAMPLES, node_block=NODE_BLOCK_BYTES // _ITEMSIZE[dtype])
     return RuntimeSource(
-        dtype=dtype, source=_TEMPLATE.format(**fields), cdef=_CDEF.format(**fields),
+        dtype=dtype, source="\n".join([_TEMPLATE.format(**fields), c_prelude.COMMON_PRELUDE,
+                                        c_driver.render(fields), c_features_last.render(dtype, fields)]),
+        cdef=_CDEF.format(**fields) + c_driver.CDEF.format(**fields) + c_features_last.CDEF.format(**fields),
         run_name=f"hs_run_{tag}", threads_name=f"hs_threads_{tag}",
         row_fn_type=f"hs_row_fn_{tag}", parallel_min_elements=int(parallel_min_elements),
-        chunk_elements=int(chunk_elements))
+        chunk_elements=int(chunk_elements), cgrad_name=f"hs_run_cgrad_{tag}",
+        features_last_name=f"hs_run_fl_{tag}", cgrad_fn_type=f"hs_cg_fn_{tag}")

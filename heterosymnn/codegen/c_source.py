@@ -16,51 +16,23 @@ loss, backward         ``out[i] = dL/dy_pred(a[i], b[i])``
 
 Pointers a function does not read may be NULL. ``p`` holds the row's slot
 values as doubles (``p[i]`` is slot ``p<i>``); they are converted once, before
-the loop, so the loop body is pure arithmetic the compiler vectorises.
-
-Build flags (GCC/Clang; found with GCC 12, checked by the tests)
----------------------------------------------------------------
-``GCC_FLAGS`` plus an ``-march`` the host supports (``x86-64-v3`` gives AVX2)
-and ``-fopenmp`` or ``-fopenmp-simd -DHS_OPENMP_SIMD``:
-
-* ``-fno-math-errno``: otherwise every math call may write ``errno`` and no
-  loop that calls one is vectorised;
-* ``-fno-trapping-math``: otherwise GCC will not if-convert a Piecewise whose
-  branches compute (``x > 0 ? 1/x : 0``: "control flow in loop"). It only
-  drops the ordering of floating-point exception flags, which nothing reads;
-  results, NaN and inf included, are unchanged;
-* ``-ffp-contract=off``: also forced by a pragma in the source;
-* never ``-ffast-math`` or ``-ffinite-math-only``: they fold ``x != x``.
-
-Where glibc's libmvec exists (x86-64 Linux, GCC) add ``LIBMVEC_COMPILE_FLAGS``
-and link ``LIBMVEC_LIBRARIES`` so vectorised loops call ``_ZGVdN8v_sinf`` & co.
+the loop, so the loop body is pure arithmetic the compiler vectorises. The
+flags it is written for are in :mod:`heterosymnn.toolchains.flags`. A structure
+with constants also gets a third, the backward with its constants' gradient in
+the same pass (see :mod:`heterosymnn.codegen.c_rows`, which renders them all).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Dict, List, Sequence, Tuple
 
-import sympy as sp
-
 from heterosymnn.codegen import c_prelude
 from heterosymnn.codegen.c_printer import CPrinter
-from heterosymnn.codegen.common import DTYPES, UnsupportedExpressionError, check_dtype
+from heterosymnn.codegen.c_rows import render_rows, span_sum_helper
+from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
 from heterosymnn.codegen.dtypes import CODEGEN_VERSION
-from heterosymnn.codegen.lowering import INPUT_NAMES, INPUT_POINTERS, bind_structure, element_body, sin_cos_pairs
-from heterosymnn.symbolic.structure import ACTIVATION, Structure
-
-#: Bump when the generated C changes meaning or form (feeds the cache key).
-
-#: Optimisation flags the generated C is written for (see the module doc).
-GCC_FLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off")
-#: Where libmvec exists: turn on the SIMD declarations ...
-LIBMVEC_COMPILE_FLAGS = (f"-D{c_prelude.LIBMVEC_MACRO}",)
-#: ... and link the vector library (before libm).
-LIBMVEC_LIBRARIES = ("mvec", "m")
-
-ROW_PARAMS = ("int64_t n, const {T} *HS_RESTRICT a, const {T} *HS_RESTRICT b,\n"
-              "    const {T} *HS_RESTRICT g, {T} *HS_RESTRICT out, const double *HS_RESTRICT p")
-CDEF_PARAMS = "int64_t n, const {T} *a, const {T} *b, const {T} *g, {T} *out, const double *p"
+from heterosymnn.codegen.lowering import INPUT_NAMES
+from heterosymnn.symbolic.structure import Structure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +54,10 @@ class CModule:
     uses_vector_math : bool
         Whether some call has a libmvec variant, i.e. whether building with
         ``-DHS_USE_LIBMVEC ... -lmvec`` can make a difference.
+    constants_grad : dict of str to str
+        Structure key -> its constants-gradient row function (structures with constants).
+    constants_grad_problems : dict of str to str
+        Structure key -> why that structure, which has constants, has none.
     """
 
     dtype: str
@@ -90,16 +66,8 @@ class CModule:
     functions: Dict[str, Tuple[str, str]]
     math_functions: frozenset
     uses_vector_math: bool
-
-
-def row_function_names(key: str, dtype: str) -> Tuple[str, str]:
-    """(forward, backward) C names of a structure's row functions.
-
-    96 bits of the SHA-256 key keep names unique within any realistic module
-    while staying readable.
-    """
-    tag = DTYPES[check_dtype(dtype)][1]
-    return f"hs_{key[:24]}_{tag}_fwd", f"hs_{key[:24]}_{tag}_bwd"
+    constants_grad: Dict[str, str] = dataclasses.field(default_factory=dict)
+    constants_grad_problems: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
@@ -117,68 +85,46 @@ def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
     unique: Dict[str, Structure] = {}
     for structure in structures:
         unique.setdefault(structure.key, structure)
-    printer = CPrinter(dtype, {})
+    usage = PrintedUsage()
     bodies: List[str] = []
     functions: Dict[str, Tuple[str, str]] = {}
+    constants_grad: Dict[str, str] = {}
+    problems: Dict[str, str] = {}
     cdefs: List[str] = []
     # Sorted by key: the same set of structures gives the same source (and so
     # the same cache key) whatever order the caller lists them in.
     for key, structure in sorted(unique.items()):
         if structure.mode not in INPUT_NAMES:
             raise ValueError(f"structure {key[:12]}: unknown mode {structure.mode!r}")
-        fwd, bwd = row_function_names(key, dtype)
-        functions[key] = (fwd, bwd)
-        grad = structure.mode == ACTIVATION
         try:
-            bodies.append(_row_function(printer, structure, fwd, structure.expr, grad=False))
-            bodies.append(_row_function(printer, structure, bwd, structure.derivative,
-                                        grad=grad))
+            rows = render_rows(structure, dtype, usage)
         except UnsupportedExpressionError as exc:
             raise UnsupportedExpressionError(
                 f"structure {key[:12]} ({structure.expr}): {exc}") from exc
-        cdefs += [f"void {name}({CDEF_PARAMS.format(T=ctype)});" for name in (fwd, bwd)]
+        functions[key] = (rows.forward, rows.backward)
+        if rows.constants_grad:
+            constants_grad[key] = rows.constants_grad
+        if rows.problem:
+            problems[key] = rows.problem
+        bodies.append(rows.source)
+        cdefs.append(rows.cdef)
+    printer = CPrinter(dtype, {}, usage=usage)  # the helpers every body needs
     vector_decls = c_prelude.render_vector_declarations(
-        printer.math_used, ctype, printer.math_name(""), printer.math_aliases)
+        usage.math, ctype, printer.math_name(""), usage.aliases)
     source = "\n".join(filter(None, [
         f"/* heterosymnn generated kernels: {dtype}, codegen v{CODEGEN_VERSION} */",
         c_prelude.COMMON_PRELUDE,
         vector_decls,
         printer.helper_definitions(),
+        span_sum_helper(dtype) if constants_grad else "",
         "\n".join(bodies),
     ]))
-    return CModule(dtype=dtype, source=source, cdef="\n".join(cdefs) + "\n",
-                   functions=functions,
-                   math_functions=frozenset(printer.math_used | set(printer.math_aliases.values())),
+    return CModule(dtype=dtype, source=source, cdef="".join(cdefs),
+                   functions=functions, constants_grad=constants_grad, constants_grad_problems=problems,
+                   math_functions=frozenset(usage.math | set(usage.aliases.values())),
                    uses_vector_math=bool(vector_decls))
 
 
 def render_c(structures: Sequence[Structure], dtype: str = "float32") -> str:
     """Full, compilable C source of ``structures`` (what ``render_source`` shows)."""
     return render_c_module(structures, dtype).source
-
-
-def _row_function(printer: CPrinter, structure: Structure, name: str,
-                  expr: sp.Expr, *, grad: bool) -> str:
-    ctype = printer.ctype
-    lowered, used, inputs, slots = bind_structure(printer, structure, expr)
-    # GCC fuses sin(u) and cos(u) into one sincos() call, which it cannot
-    # vectorise; calling them through non-builtin aliases keeps them apart.
-    # Only then: a non-builtin call under a Piecewise condition is not
-    # if-converted, whereas the builtin is.
-    printer.aliased_math = frozenset({"sin", "cos"}) if sin_cos_pairs(lowered) else frozenset()
-
-    read = {INPUT_POINTERS[inputs[v]] for v in used if v in inputs}
-    if grad:
-        read.add("g")
-    lines = [f"void {name}({ROW_PARAMS.format(T=ctype)})", "{"]
-    used_slots = [s for s in structure.slots if s in used]
-    lines += [f"    const {ctype} {slots[s]} = ({ctype})p[{s.name[1:]}];" for s in used_slots]
-    unread = [ptr for ptr in ("a", "b", "g") if ptr not in read]
-    if not used_slots:
-        unread.append("p")
-    if unread:
-        lines.append("    " + " ".join(f"(void){ptr};" for ptr in unread))
-    lines += ["    HS_SIMD_LOOP", "    for (int64_t i = 0; i < n; ++i) {"]
-    lines += element_body(printer, lowered, used, inputs, ctype, grad)
-    lines += ["    }", "}"]
-    return "\n".join(lines) + "\n"

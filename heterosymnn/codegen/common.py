@@ -1,16 +1,40 @@
-"""Pieces shared by every printer of the family (C now, CUDA later):
-dtypes, the error type, float literal formatting and the printing of
-conditions / Piecewise, whose semantics do not depend on the target.
+"""Pieces shared by every printer of the family (C and CUDA): dtypes, the
+error type, what printed code needs around it, float literal formatting and the
+printing of conditions / Piecewise, whose semantics do not depend on the target.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Set
 
 import numpy as np
 import sympy as sp
 
 from heterosymnn.codegen.dtypes import DTYPES, check_dtype  # noqa: F401  (re-exported)
 
+
 class UnsupportedExpressionError(ValueError):
     """An expression contains a node the C printers cannot evaluate."""
+
+
+@dataclasses.dataclass
+class PrintedUsage:
+    """What printed expressions need around them; shared by the printers of one source.
+
+    Attributes
+    ----------
+    math : set of str
+        Math functions called directly (``"expf"``).
+    aliases : dict of str to str
+        Names printed instead of a math function, and the function each stands for
+        (``"hs_sin_f32"`` -> ``"sinf"``).
+    helpers : set of str
+        Helper kinds called (``"max"``, ``"sign"``, ...).
+    """
+
+    math: Set[str] = dataclasses.field(default_factory=set)
+    aliases: Dict[str, str] = dataclasses.field(default_factory=dict)
+    helpers: Set[str] = dataclasses.field(default_factory=set)
 
 
 def format_literal(value: float, dtype: str, *, suffix: str, inf: str, nan: str) -> str:

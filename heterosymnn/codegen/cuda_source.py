@@ -1,8 +1,8 @@
 """Render one fused CUDA source for a set of structures (one per compiler).
 
-Every structure becomes a ``__device__`` *span function* that evaluates the
-elements ``i = start, start + step, ... < end`` of flat arrays, with the same
-uniform semantics as the C row functions (:mod:`~heterosymnn.codegen.c_source`):
+Every structure becomes ``__device__`` *span functions* that evaluate a run of
+elements ``i`` of flat arrays (which ones: see below), with the same uniform
+semantics as the C row functions (:mod:`~heterosymnn.codegen.c_source`):
 
 =====================  =================================================
 activation, forward    ``out[i] = f(a[i])``
@@ -12,7 +12,8 @@ loss, backward         ``out[i] = dL/dy_pred(a[i], b[i])``
 =====================  =================================================
 
 Four ``extern "C" __global__`` kernels per source (``dir`` is ``forward`` or
-``backward``, ``tag`` ``f32`` or ``f64``), all with one signature::
+``backward``, ``tag`` ``f32`` or ``f64``) for nodes-first arrays, all with one
+signature::
 
     hs_{dir}_{rows|elems}_{tag}(const int *ids, const double *params,
         long long p_stride, long long rows, long long cols,
@@ -21,6 +22,16 @@ Four ``extern "C" __global__`` kernels per source (``dir`` is ``forward`` or
 Arrays are C-contiguous ``(rows, cols)``; node ``r`` uses structure case
 ``ids[r]`` (see :attr:`CudaModule.cases`) and its slot values
 ``params[r*p_stride ...]``. Pointers a structure does not read may be NULL.
+Four more, for the features-last layout and the constants' gradient, give a
+warp to up to 32 nodes of one structure (see :mod:`~heterosymnn.codegen.cuda_tiles`).
+
+A span function evaluates samples ``s = start, start + step, ... < end`` of one
+node at elements ``base + s*stride``: the rows kernels pass ``(0, 1)`` (flat
+indices), the tile kernels the node's offset and the layout's stride. A
+structure with constants also gets a *constants-gradient* span (one more
+argument, ``double *acc``: each slot's running sum); its backward span is
+printed from the same lowering, keeping only what the input derivative needs,
+so both compute ``out`` with the same operations, bit for bit.
 
 Thread mapping (:func:`plan_launch` picks one per shape)
 ---------------------------------------------------------
@@ -43,16 +54,15 @@ twice like NumPy (and like the C kernels, whose contraction is off too).
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import sympy as sp
-
-from heterosymnn.codegen.common import DTYPES, UnsupportedExpressionError, check_dtype
-from heterosymnn.codegen.c_source import row_function_names
+from heterosymnn.codegen.c_rows import render_backward, row_function_names
+from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
 from heterosymnn.codegen.cuda_printer import CUDA_CONSTANTS, CudaPrinter
+from heterosymnn.codegen.cuda_tiles import TileCase, render_tile_kernels
 from heterosymnn.codegen.dtypes import CODEGEN_VERSION
-from heterosymnn.codegen.lowering import INPUT_NAMES, bind_structure, element_body
-from heterosymnn.symbolic.structure import ACTIVATION, Structure
+from heterosymnn.codegen.lowering import INPUT_NAMES, Body, bind_structure, element_body
+from heterosymnn.symbolic.structure import Structure
 
 #: Options every generated CUDA source is compiled with (CuPy adds the -arch).
 NVRTC_OPTIONS: Tuple[str, ...] = ("--fmad=false",)
@@ -67,8 +77,10 @@ _MAX_GRID_X = 2**31 - 1
 
 _KERNEL_PARAMS = ("const int *ids, const double *params, long long p_stride, long long rows,\n"
                   "    long long cols, const {T} *a, const {T} *b, const {T} *g, {T} *out")
-_SPAN_PARAMS = ("long long i, long long end, long long step,\n"
+_SPAN_PARAMS = ("long long s, long long end, long long step, long long base, long long stride,\n"
                 "    const {T} *a, const {T} *b, const {T} *g, {T} *out, const double *p")
+#: The tile kernels' roles, after the four rows/elems ones.
+TILE_ROLES = ("forward_tiles", "backward_tiles", "backward_grad", "constants_sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +97,12 @@ class CudaModule:
         Structure key -> the ``switch`` case the kernels dispatch it on.
     kernels : dict of str to str
         ``"forward_rows"``, ``"forward_elems"``, ``"backward_rows"``,
-        ``"backward_elems"`` -> the kernel's ``extern "C"`` name.
+        ``"backward_elems"`` and :data:`TILE_ROLES` -> the kernel's ``extern "C"`` name.
     options : tuple of str
         NVRTC options the source is written for.
+    constants_grad_problems : dict of str to str
+        Structure key -> why a structure with constants has no constants'
+        gradient (the layer runs; asking for that gradient is an error).
     """
 
     dtype: str
@@ -95,6 +110,7 @@ class CudaModule:
     cases: Dict[str, int]
     kernels: Dict[str, str]
     options: Tuple[str, ...] = NVRTC_OPTIONS
+    constants_grad_problems: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +125,9 @@ class Launch:
 def kernel_names(dtype: str) -> Dict[str, str]:
     """Kernel role -> ``extern "C"`` name for ``dtype``."""
     tag = DTYPES[check_dtype(dtype)][1]
-    return {f"{d}_{k}": f"hs_{d}_{k}_{tag}" for d in ("forward", "backward") for k in ("rows", "elems")}
+    names = {f"{d}_{k}": f"hs_{d}_{k}_{tag}" for d in ("forward", "backward") for k in ("rows", "elems")}
+    names.update((role, f"hs_{role}_{tag}") for role in TILE_ROLES)
+    return names
 
 
 def plan_launch(rows: int, cols: int, sm_count: int) -> Launch:
@@ -133,7 +151,8 @@ def render_cuda_module(structures: Sequence[Structure], dtype: str) -> CudaModul
     """Generate the fused CUDA source of ``structures`` (duplicates emitted once).
 
     Cases are numbered in key order, so the same set of structures always
-    gives the same source whatever order the caller lists them in.
+    gives the same source whatever order the caller lists them in. The
+    constants' derivatives of every structure with constants are derived here.
     """
     check_dtype(dtype)
     unique: Dict[str, Structure] = {}
@@ -141,25 +160,26 @@ def render_cuda_module(structures: Sequence[Structure], dtype: str) -> CudaModul
         unique.setdefault(structure.key, structure)
     if not unique:
         raise ValueError("no structures to generate CUDA for")
-    printer = CudaPrinter(dtype, {})
+    usage = PrintedUsage()
     spans: List[str] = []
     cases: Dict[str, int] = {}
-    calls: Dict[str, List[Tuple[int, str]]] = {"forward": [], "backward": []}
+    tile_cases: List[TileCase] = []
+    problems: Dict[str, str] = {}
     for case, (key, structure) in enumerate(sorted(unique.items())):
         if structure.mode not in INPUT_NAMES:
             raise ValueError(f"structure {key[:12]}: unknown mode {structure.mode!r}")
-        fwd, bwd = row_function_names(key, dtype)
         cases[key] = case
         try:
-            spans.append(_span_function(printer, structure, fwd, structure.expr, grad=False))
-            spans.append(_span_function(printer, structure, bwd, structure.derivative,
-                                        grad=structure.mode == ACTIVATION))
+            text, tile_case, problem = _structure_spans(structure, case, dtype, usage)
         except UnsupportedExpressionError as exc:
             raise UnsupportedExpressionError(f"structure {key[:12]} ({structure.expr}): {exc}") from exc
-        calls["forward"].append((case, fwd))
-        calls["backward"].append((case, bwd))
+        spans.append(text)
+        tile_cases.append(tile_case)
+        if problem is not None:
+            problems[key] = problem
     names = kernel_names(dtype)
-    kernels = [_kernel(names[f"{d}_{k}"], k, calls[d], printer.ctype)
+    printer = CudaPrinter(dtype, {}, usage=usage)  # the helpers every span needs
+    kernels = [_kernel(names[f"{d}_{k}"], k, [(c.case, getattr(c, d)) for c in tile_cases], printer.ctype)
                for d in ("forward", "backward") for k in ("rows", "elems")]
     source = "\n".join(filter(None, [
         f"/* heterosymnn generated CUDA kernels: {dtype}, codegen v{CODEGEN_VERSION} */",
@@ -167,8 +187,9 @@ def render_cuda_module(structures: Sequence[Structure], dtype: str) -> CudaModul
         printer.helper_definitions(),
         "\n".join(spans),
         "\n".join(kernels),
+        render_tile_kernels(names, tile_cases, printer.ctype),
     ]))
-    return CudaModule(dtype=dtype, source=source, cases=cases, kernels=names)
+    return CudaModule(dtype=dtype, source=source, cases=cases, kernels=names, constants_grad_problems=problems)
 
 
 def render_cuda(structures: Sequence[Structure], dtype: str = "float32") -> str:
@@ -176,16 +197,38 @@ def render_cuda(structures: Sequence[Structure], dtype: str = "float32") -> str:
     return render_cuda_module(structures, dtype).source
 
 
-def _span_function(printer: CudaPrinter, structure: Structure, name: str,
-                   expr: sp.Expr, *, grad: bool) -> str:
-    ctype = printer.ctype
-    lowered, used, inputs, slots = bind_structure(printer, structure, expr)
-    lines = [f"static __device__ __forceinline__ void {name}({_SPAN_PARAMS.format(T=ctype)})", "{"]
+def _structure_spans(structure: Structure, case: int, dtype: str,
+                     usage: PrintedUsage) -> Tuple[str, TileCase, Optional[str]]:
+    """A structure's span functions, how the tile kernels call them, and why it has no
+    constants-gradient span if it has constants but none could be made."""
+    fwd, bwd = row_function_names(structure.key, dtype)
+    forward = _span_function(structure, fwd, bind_structure(structure, structure.expr), dtype, usage)
+    backward = render_backward(structure, dtype, usage, _span_function)
+    tile_case = TileCase(case, fwd, bwd, backward.constants_grad, structure.n_slots)
+    return "\n".join([forward, backward.source]), tile_case, backward.problem
+
+
+def _span_function(structure: Structure, name: str, body: Body, dtype: str, usage: PrintedUsage,
+                   *, grad: bool = False, cgrad: bool = False) -> str:
+    ctype = DTYPES[dtype][0]
+    printer = CudaPrinter(dtype, body.symbol_names(), usage=usage)
+    params = _SPAN_PARAMS.format(T=ctype) + (", double *acc" if cgrad else "")
+    lines = [f"static __device__ __forceinline__ void {name}({params})", "{"]
     # Only used slots are read: an unused local is an NVRTC warning.
-    lines += [f"    const {ctype} {slots[s]} = ({ctype})p[{s.name[1:]}];"
-              for s in structure.slots if s in used]
-    lines.append("    for (; i < end; i += step) {")
-    lines += element_body(printer, lowered, used, inputs, ctype, grad)
+    lines += [f"    const {ctype} {body.slots[s]} = ({ctype})p[{s.name[1:]}];"
+              for s in structure.slots if s in body.used]
+    lines += ["    for (; s < end; s += step) {", "        const long long i = base + s * stride;"]
+    if not cgrad:
+        lines += element_body(printer, body, ctype, grad)
+    else:
+        # element_body without its last line (the store): g[i] is read before out[i] is
+        # written, which may be the same memory (backward_kernel(z, g, out=g)).
+        scale = "gi*" if grad else ""
+        lines += [f"        const {ctype} gi = g[i];"] if grad else []
+        lines += element_body(printer, body, ctype, grad=False)[:-1]
+        lines += [f"        acc[{k}] += (double)({scale}({printer.expression(term)}));"
+                  for k, term in enumerate(body.lowered.results[1:])]
+        lines.append(f"        out[i] = {scale}({printer.expression(body.lowered.results[0])});")
     lines += ["    }", "}"]
     return "\n".join(lines) + "\n"
 
@@ -199,7 +242,7 @@ def _kernel(name: str, kind: str, calls: Sequence[Tuple[int, str]], ctype: str) 
             "    for (long long row = blockIdx.y; row < rows; row += gridDim.y) {",
             "        const long long start = row * cols + col, end = row * cols + cols;",
         ]
-        span = "start, end, step"
+        span = "start, end, step, 0, 1"
     else:
         head = [
             "    const long long step = (long long)gridDim.x * blockDim.x;",
@@ -207,7 +250,7 @@ def _kernel(name: str, kind: str, calls: Sequence[Tuple[int, str]], ctype: str) 
             "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {",
             "        const long long row = cols == 1 ? i : i / cols;",
         ]
-        span = "i, i + 1, 1"
+        span = "i, i + 1, 1, 0, 1"
     lines = [f'extern "C" __global__ void {name}({params})', "{", *head,
              "        const double *p = params + row * p_stride;",
              "        switch (ids[row]) {"]

@@ -31,11 +31,16 @@ GENERATOR_PARTS: Tuple[str, ...] = (
     "backends/_cffi_child.py",
     "backends/cpu_modules.py",    # which functions a module holds, its compile arguments
     "backends/cuda.py",           # how the CUDA source is compiled and launched
+    "backends/cuda_tiles.py",     # ...and the order in which its partial sums are added
 )
 
 
-def _generator_files(package: Path) -> Iterator[Path]:
-    for part in GENERATOR_PARTS:
+#: What shapes a toolchain record (detectors, probes, flags): see toolchains/persisted.py.
+DETECTOR_PARTS: Tuple[str, ...] = ("toolchains",)
+
+
+def _files(package: Path, parts: Tuple[str, ...]) -> Iterator[Path]:
+    for part in parts:
         path = package / part
         if path.is_dir():
             yield from sorted(path.glob("*.py"))
@@ -43,13 +48,15 @@ def _generator_files(package: Path) -> Iterator[Path]:
             yield path
 
 
-def generator_digest(package: Path = _PACKAGE) -> str:
+def generator_digest(package: Path = _PACKAGE, parts: Tuple[str, ...] = GENERATOR_PARTS) -> str:
     """SHA-256 over the generator's source files (their package-relative names and bytes).
 
     Parameters
     ----------
     package : Path
         The ``heterosymnn`` package folder (tests pass a copy).
+    parts : tuple of str
+        Folders and modules to hash, relative to ``package``.
 
     Returns
     -------
@@ -59,7 +66,7 @@ def generator_digest(package: Path = _PACKAGE) -> str:
     """
     digest = hashlib.sha256(b"heterosymnn-generator/1\0")
     count = 0
-    for path in _generator_files(package):
+    for path in _files(package, parts):
         digest.update(path.relative_to(package).as_posix().encode("utf-8") + b"\0")
         digest.update(path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
         count += 1
@@ -77,3 +84,9 @@ def generator_digest(package: Path = _PACKAGE) -> str:
 def current_generator_digest() -> str:
     """:func:`generator_digest` of the running package, computed once per process."""
     return generator_digest()
+
+
+@functools.lru_cache(maxsize=1)
+def current_detector_digest() -> str:
+    """The same digest over the toolchain detectors: a changed detector detects again."""
+    return generator_digest(parts=DETECTOR_PARTS)

@@ -9,7 +9,7 @@ repeats a long expression. Shared by the C and CUDA printers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import sympy as sp
 from sympy.logic.boolalg import Boolean
@@ -106,35 +106,60 @@ INPUT_NAMES = {"activation": ("x",), "loss": ("yp", "yt")}
 INPUT_POINTERS = {"x": "a", "yp": "a", "yt": "b"}
 
 
-def bind_structure(printer, structure, expr: sp.Basic) -> Tuple[Lowered, set, dict, dict]:
-    """Lower ``expr`` of ``structure`` and point ``printer`` at the body's local names.
+@dataclasses.dataclass(frozen=True)
+class Body:
+    """One loop body: the lowered expression and the local names of what it reads.
 
-    Shared by the C and CUDA generators: inputs print as ``x``/``yp``/``yt``,
-    slot ``p<i>`` as the local constant ``c<i>``, temporaries as themselves.
-    Returns the lowered expression, the symbols it uses, and the input and slot names.
+    Attributes
+    ----------
+    lowered : Lowered
+        The expression, lowered.
+    used : frozenset of sympy.Symbol
+        Inputs and slots the body reads.
+    inputs : dict of sympy.Symbol to str
+        Each variable's name in the loop (``x``, ``yp``, ``yt``).
+    slots : dict of sympy.Symbol to str
+        Each slot ``p<i>``'s local constant (``c<i>``).
+    """
+
+    lowered: Lowered
+    used: frozenset
+    inputs: Dict[sp.Symbol, str]
+    slots: Dict[sp.Symbol, str]
+
+    def symbol_names(self) -> Dict[sp.Symbol, str]:
+        """What a printer calls every symbol of the body (temporaries keep their names)."""
+        return {**self.inputs, **self.slots, **{t: str(t) for t, _ in self.lowered.temps}}
+
+
+def bind_structure(structure, expr: sp.Basic, *more: sp.Basic) -> Body:
+    """Lower ``expr`` of ``structure`` and name its inputs and slots (shared by C and CUDA).
+
+    Inputs are named ``x``/``yp``/``yt``, slot ``p<i>`` the local constant ``c<i>``.
+    ``more`` expressions are lowered with it (one loop body computing them all,
+    their common subexpressions computed once); the results keep this order.
     """
     inputs = dict(zip(structure.variables, INPUT_NAMES[structure.mode]))
     slots = {s: f"c{i}" for i, s in enumerate(structure.slots)}
-    lowered = lower([expr])
+    lowered = lower([expr, *more])
     used = lowered.free_symbols()
     unknown = used - set(inputs) - set(slots)
     if unknown:
         raise ValueError(f"structure {structure.key[:12]}: unexpected symbols {sorted(map(str, unknown))}")
-    printer.symbol_names = {**inputs, **slots, **{t: str(t) for t, _ in lowered.temps}}
-    return lowered, used, inputs, slots
+    return Body(lowered, frozenset(used), inputs, slots)
 
 
-def element_body(printer, lowered: Lowered, used: set, inputs: dict, ctype: str, grad: bool) -> List[str]:
+def element_body(printer, body: Body, ctype: str, grad: bool) -> List[str]:
     """The statements computing ``out[i]`` (shared by the C and CUDA loops).
 
     Inputs are loaded only when used; boolean temporaries are ``int`` so no
     ``<stdbool.h>`` is needed; backward activations multiply by ``g[i]``.
     """
     lines = [f"        const {ctype} {cname} = {INPUT_POINTERS[cname]}[i];"
-             for var, cname in inputs.items() if var in used]
-    for temp, value in lowered.temps:
+             for var, cname in body.inputs.items() if var in body.used]
+    for temp, value in body.lowered.temps:
         ttype = "int" if is_boolean(value) else ctype
         lines.append(f"        const {ttype} {temp} = {printer.expression(value)};")
-    result = printer.expression(lowered.results[0])
+    result = printer.expression(body.lowered.results[0])
     lines.append(f"        out[i] = g[i]*({result});" if grad else f"        out[i] = {result};")
     return lines

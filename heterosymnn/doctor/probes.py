@@ -34,20 +34,7 @@ def _cpu_features() -> Optional[List[str]]:
     """CPU features the instruction-set level depends on (None when unknown)."""
     from ..toolchains import isa
 
-    words: Optional[List[str]] = None
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    if key.strip() in ("flags", "Features"):
-                        words = value.split()
-                        break
-        except OSError:
-            return None
-    else:
-        reader = getattr(isa, "_macos_features" if sys.platform == "darwin" else "_windows_features", None)
-        words = reader() if reader is not None else None
+    words = isa.cpu_features()
     if words is None:
         return None
     relevant = set(isa.X86_64_V3) | {"avx512f", "asimd", "neon", "sve"}

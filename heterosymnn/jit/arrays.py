@@ -45,6 +45,14 @@ def check_rows(array: Any, n_rows: int, name: str, elementwise: bool) -> None:
                          f"expected shape ({n_rows},) or ({n_rows}, batch) with nodes on axis 0")
 
 
+def check_features(array: Any, n_features: int, name: str, elementwise: bool = False) -> None:
+    """Check PyTorch's features-last layout: shape ``(..., n_nodes)``, node ``j`` owning ``[..., j]``."""
+    if array.ndim == 0 or array.shape[-1] != n_features:
+        got = "a 0-d array" if array.ndim == 0 else f"shape {array.shape}"
+        raise ValueError(f"{name} must have shape (..., {n_features}) with features last (one feature "
+                         f"per node), got {got}; for nodes on axis 0 leave features_last=False")
+
+
 def same_shape(first: Any, second: Any, first_name: str, second_name: str) -> None:
     if first.shape != second.shape:
         raise ValueError(f"{second_name} has shape {second.shape}, but {first_name} has shape "

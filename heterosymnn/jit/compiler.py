@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from ..backends.base import AUTO, CPU_PYTHON, Kernels
 from ..errors import InvalidDeviceIDError
 from ..symbolic.modes import LOSS, MODES
 from . import arrays
+from .constants import ConstantsLayout
 from .frontend import LayerSource
 from .selection import normalize_method, select_backend
 
@@ -81,7 +83,13 @@ class SymbolicJITCompiler:
         and ``backward_kernel(z, grad, out=None)`` -> ``grad * f_j'(z)``; ``z`` has
         shape ``(n_nodes,)`` or ``(n_nodes, batch)``. Loss: ``forward_kernel(y_pred,
         y_true, out=None)`` and ``backward_kernel(y_pred, y_true, out=None)``
-        (element-wise loss and d loss / d y_pred).
+        (element-wise loss and d loss / d y_pred). Both backward kernels take a
+        keyword ``constants_grad``: a float64 vector of ``len(constant_names)``
+        (NumPy, or CuPy on GPU_CUDA) overwritten, in the same pass, with the sum
+        over the batch of ``grad * d f_j / d c`` (loss: of ``d L / d c``) for
+        every constant ``c``, deterministically. Every kernel takes a keyword
+        ``features_last=True`` for PyTorch's layout: inputs of shape
+        ``(..., n_nodes)``, node ``j`` owning ``[..., j]`` (no transpose needed).
     calculation_method : str
         The backend actually in use.
     """
@@ -104,7 +112,11 @@ class SymbolicJITCompiler:
             cache = default_cache()
         self._layer = LayerSource(self.configs, mode, cache)
         self._plan = self._layer.plan
-        self._params = self._plan.initial_params()
+        # Copy-on-write: ``_params`` is never written once handed to the kernels; a change builds
+        # a new matrix and swaps it in (see ``_change_params``), so a running call keeps its own.
+        self._params = _frozen(self._plan.initial_params())
+        self._params_lock = threading.Lock()
+        self._constants_layout = ConstantsLayout(self._plan)
         self._elementwise_loss = mode == LOSS and self._plan.n_nodes == 1
         self._kernels = self._select()
         self._ndarray = self._kernels.array_module.ndarray
@@ -127,6 +139,19 @@ class SymbolicJITCompiler:
         return self._kernels.method
 
     @property
+    def array_module(self) -> Any:
+        """The array library of the kernels' arrays.
+
+        Returns
+        -------
+        module
+            ``numpy`` on the CPU backends, ``cupy`` on GPU_CUDA: inputs are made
+            with ``comp.array_module.asarray(...)``, whatever backend the fallback
+            picked.
+        """
+        return self._kernels.array_module
+
+    @property
     def n_nodes(self) -> int:
         return self._plan.n_nodes
 
@@ -138,13 +163,17 @@ class SymbolicJITCompiler:
     @property
     def constants(self) -> List[Dict[str, float]]:
         """Per node, ``{constant name: current value}`` (a copy)."""
+        params = self._params  # one snapshot, even while another thread sets constants
         return [
-            {name: float(self._params[node, slot]) for slot, name in enumerate(names)}
+            {name: float(params[node, slot]) for slot, name in enumerate(names)}
             for node, names in enumerate(self._plan.node_slot_names)
         ]
 
     def set_constants(self, node: int, **values: float) -> None:
         """Change constants of one node; nothing is recompiled.
+
+        Safe from any thread, also while other threads run the kernels: the
+        change is atomic (a kernel call sees every value of this call or none).
 
         Raises
         ------
@@ -164,9 +193,63 @@ class SymbolicJITCompiler:
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _fits_float64(value):
                 raise ValueError(f"constant '{name}' must be a finite real number, got {value!r}")
             updates[names.index(name)] = float(value)
-        for slot, value in updates.items():
-            self._params[node, slot] = value
-        self._kernels.update_params(self._params)
+
+        def change(params: np.ndarray) -> None:
+            for slot, value in updates.items():
+                params[node, slot] = value
+
+        self._change_params(change)
+
+    def _change_params(self, change: Callable[[np.ndarray], None]) -> None:
+        """Apply ``change`` to a copy of the constants and hand the copy to the kernels.
+
+        The lock makes the copy-change-swap of concurrent callers serial, so none
+        loses another's update; kernel calls take no lock (the backend reads its
+        constants once per call, from one attribute).
+        """
+        with self._params_lock:
+            params = self._params.copy()
+            change(params)
+            params = _frozen(params)
+            self._kernels.update_params(params)
+            self._params = params
+
+    @property
+    def constant_names(self) -> List[Tuple[int, str]]:
+        """``(node, name)`` of every constant of the layer, in one fixed flat order.
+
+        Node by node, a node's constants in slot order: the order of
+        :attr:`constants_vector`, :meth:`set_constants_vector` and the
+        ``constants_grad`` of :attr:`backward_kernel`.
+        """
+        return list(self._constants_layout.names)
+
+    @property
+    def constants_vector(self) -> np.ndarray:
+        """Every constant's value, a new 1-D float64 array in :attr:`constant_names` order."""
+        return self._constants_layout.vector(self._params)
+
+    def set_constants_vector(self, values: Any) -> None:
+        """Set every constant at once (:attr:`constant_names` order); nothing is recompiled.
+
+        Atomic like :meth:`set_constants`: a kernel call on another thread sees all of
+        the new values or none.
+
+        Parameters
+        ----------
+        values : array_like
+            ``len(comp.constant_names)`` finite real numbers (a NumPy, CuPy or CPU
+            PyTorch vector, or a sequence).
+
+        Raises
+        ------
+        ValueError
+            Wrong length, or a value that is NaN or infinite (naming its node and constant).
+        TypeError
+            Not a sequence of real numbers.
+        """
+        checked = self._constants_layout.checked_values(values)
+        self._change_params(lambda params: self._constants_layout.write(params, checked))
 
     def set_gpu_id(self, new_id: int) -> None:
         """Move the kernels to another GPU (only device-specific state is redone)."""
@@ -190,18 +273,19 @@ class SymbolicJITCompiler:
                 and out.flags.c_contiguous and out.flags.writeable and out.base is None
                 and like.base is None and out is not like)
 
-    def _activation_forward(self, z: Any, out: Any = None) -> Any:
-        if self._ready(z) and (out is None or self._fresh_out(out, z)):
+    def _activation_forward(self, z: Any, out: Any = None, *, features_last: bool = False) -> Any:
+        if not features_last and self._ready(z) and (out is None or self._fresh_out(out, z)):
             if out is None:
                 out = self._empty(z.shape, self.dtype)
             if z.size:
                 self._kernels.forward(z, None, out)
             return out
         z = arrays.as_input(z, "z", self.dtype, self._kernels.array_module)
-        return self._call(self._kernels.forward, z, None, out, ("z",))
+        return self._call(self._kernels.forward, z, None, out, ("z",), features_last=features_last)
 
-    def _activation_backward(self, z: Any, grad: Any, out: Any = None) -> Any:
-        if (self._ready(z) and self._ready(grad) and z.shape == grad.shape
+    def _activation_backward(self, z: Any, grad: Any, out: Any = None, *, constants_grad: Any = None,
+                             features_last: bool = False) -> Any:
+        if (constants_grad is None and not features_last and self._ready(z) and self._ready(grad) and z.shape == grad.shape
                 and (out is None or (self._fresh_out(out, z) and grad.base is None and out is not grad))):
             if out is None:
                 out = self._empty(z.shape, self.dtype)
@@ -212,33 +296,48 @@ class SymbolicJITCompiler:
         z = arrays.as_input(z, "z", self.dtype, xp)
         grad = arrays.as_input(grad, "grad", self.dtype, xp)
         arrays.same_shape(z, grad, "z", "grad")
-        return self._call(self._kernels.backward, z, grad, out, ("z", "grad"))
+        return self._call(self._kernels.backward, z, grad, out, ("z", "grad"), constants_grad, features_last)
 
-    def _loss_forward(self, y_pred: Any, y_true: Any, out: Any = None) -> Any:
-        return self._loss_call(self._kernels.forward, y_pred, y_true, out)
+    def _loss_forward(self, y_pred: Any, y_true: Any, out: Any = None, *, features_last: bool = False) -> Any:
+        return self._loss_call(self._kernels.forward, y_pred, y_true, out, None, features_last)
 
-    def _loss_backward(self, y_pred: Any, y_true: Any, out: Any = None) -> Any:
-        return self._loss_call(self._kernels.backward, y_pred, y_true, out)
+    def _loss_backward(self, y_pred: Any, y_true: Any, out: Any = None, *, constants_grad: Any = None,
+                       features_last: bool = False) -> Any:
+        return self._loss_call(self._kernels.backward, y_pred, y_true, out, constants_grad, features_last)
 
-    def _loss_call(self, kernel, y_pred: Any, y_true: Any, out: Any) -> Any:
+    def _loss_call(self, kernel, y_pred: Any, y_true: Any, out: Any, constants_grad: Any,
+                   features_last: bool) -> Any:
         xp = self._kernels.array_module
         y_pred = arrays.as_input(y_pred, "y_pred", self.dtype, xp)
         y_true = arrays.as_input(y_true, "y_true", self.dtype, xp)
         arrays.same_shape(y_pred, y_true, "y_pred", "y_true")
-        return self._call(kernel, y_pred, y_true, out, ("y_pred", "y_true"))
+        return self._call(kernel, y_pred, y_true, out, ("y_pred", "y_true"), constants_grad, features_last)
 
-    def _call(self, kernel, a: Any, b: Optional[Any], out: Any, names: tuple) -> Any:
-        """The checked path: shapes validated, overlapping ``out`` handled."""
+    def _call(self, kernel, a: Any, b: Optional[Any], out: Any, names: tuple, constants_grad: Any = None,
+              features_last: bool = False) -> Any:
+        """The checked path: shapes validated, overlapping ``out`` handled.
+
+        ``features_last``: node ``j`` owns ``a[..., j]`` (PyTorch's layout) instead of row ``j``.
+        """
         xp = self._kernels.array_module
+        if constants_grad is not None:
+            self._constants_layout.check_grad(constants_grad, xp)
         inputs = (a,) if b is None else (a, b)
         out, overlap = arrays.output(out, a.shape, self.dtype, inputs, xp, self._empty)
         if overlap:
             a, b = a.copy(), (None if b is None else b.copy())
-        arrays.check_rows(a, self.n_nodes, names[0], self._elementwise_loss)
-        if b is not None:
-            arrays.check_rows(b, self.n_nodes, names[1], self._elementwise_loss)
-        if a.size:
-            kernel(a, b, out)
+        check = arrays.check_features if features_last and not self._elementwise_loss else arrays.check_rows
+        for array, name in zip(inputs, names):
+            check(array, self.n_nodes, name, self._elementwise_loss)
+        # The layout keyword only when it matters: the nodes-first call stays the plain one.
+        layout = {"features_last": True} if features_last and not self._elementwise_loss else {}
+        if constants_grad is None:
+            if a.size:
+                kernel(a, b, out, **layout)
+        elif a.size:
+            kernel(a, b, out, constants_grad, **layout)
+        else:
+            constants_grad[...] = 0  # a sum over an empty batch
         return out
 
     # -- pickling ----------------------------------------------------------------------
@@ -248,12 +347,20 @@ class SymbolicJITCompiler:
         return (_rebuild, (self.configs, self.requested_method, self.device_id, self.mode, options), state)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        self._params[...] = state["params"]
-        self._kernels.update_params(self._params)
+        def change(params: np.ndarray) -> None:
+            params[...] = state["params"]
+
+        self._change_params(change)
 
     def __repr__(self) -> str:
         return (f"SymbolicJITCompiler({self.n_nodes} nodes, {self.n_structures} structures, mode={self.mode!r}, "
                 f"dtype={self.dtype.name!r}, calculation_method={self.calculation_method!r})")
+
+
+def _frozen(params: np.ndarray) -> np.ndarray:
+    """``params`` made read-only: the kernels may be reading it on other threads."""
+    params.flags.writeable = False
+    return params
 
 
 def _rebuild(configs, method, device_id, mode, options) -> SymbolicJITCompiler:

@@ -104,9 +104,9 @@ class LayerSource:
 
         def write(folder: Path) -> Dict[str, Any]:
             (folder / PLAN_FILE).write_text(json.dumps(data), encoding="utf-8")
-            return {"bookkeeping": True, "kind": "layer-plan"}
+            return {"kind": "layer-plan"}
 
         try:
-            self._cache.build(self._record_key(normalized), write)
+            self._cache.build(self._record_key(normalized), write, record=True)
         except OSError:  # the plan is an optimisation; never fail a layer over it
             pass

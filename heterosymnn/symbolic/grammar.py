@@ -1,9 +1,10 @@
 """The formula language: which names are functions, and which SymPy nodes may
 reach a code generator.
 
-The parser accepts only calls to :data:`FUNCTIONS` (and named formulas); after
-derivation every expression is checked against :data:`EVALUABLE_NODES`, so a
-backend never meets a node it cannot print.
+The parser accepts only calls to :data:`FUNCTIONS` (derived from the function
+table in :mod:`.functions`) and named formulas; after derivation every
+expression is checked against :data:`EVALUABLE_NODES`, so a backend never meets
+a node it cannot print.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Callable, Dict, Tuple
 import sympy as sp
 import mpmath
 from sympy.codegen import cfunctions
+
+from .functions import MATH_FUNCTIONS, formula_names
 
 
 class expm1(cfunctions.expm1):  # noqa: N801 - printers dispatch on the SymPy name
@@ -39,39 +42,21 @@ class log1p(cfunctions.log1p):  # noqa: N801 - printers dispatch on the SymPy na
             return sp.log(1 + arg)  # complex or -oo: the parser reports it
         return super().eval(arg)
 
+
+#: Our own classes, where SymPy's version of a table row misbehaves.
+_OURS = {"expm1": expm1, "log1p": log1p}
+
+
+def sympy_constructor(name: str) -> Callable:
+    """The SymPy class (or constructor, for ``sqrt``) a row of the function table names."""
+    return _OURS.get(name) or getattr(sp, name)
+
+
 # name in formula text -> (SymPy constructor, allowed argument counts; None = 2 or more)
 FUNCTIONS: Dict[str, Tuple[Callable, Tuple[int, ...] | None]] = {
-    "exp": (sp.exp, (1,)),
-    # exp(u) - 1 and log(1 + u) without the cancellation near u = 0 (stable forms).
-    "expm1": (expm1, (1,)),
-    "log1p": (log1p, (1,)),
-    "log": (sp.log, (1, 2)),
-    "ln": (sp.log, (1,)),
-    "sqrt": (sp.sqrt, (1,)),
-    "Abs": (sp.Abs, (1,)),
-    "abs": (sp.Abs, (1,)),
-    "sin": (sp.sin, (1,)),
-    "cos": (sp.cos, (1,)),
-    "tan": (sp.tan, (1,)),
-    "asin": (sp.asin, (1,)),
-    "acos": (sp.acos, (1,)),
-    "atan": (sp.atan, (1,)),
-    "sinh": (sp.sinh, (1,)),
-    "cosh": (sp.cosh, (1,)),
-    "tanh": (sp.tanh, (1,)),
-    "asinh": (sp.asinh, (1,)),
-    "acosh": (sp.acosh, (1,)),
-    "atanh": (sp.atanh, (1,)),
-    "Max": (sp.Max, None),
-    "max": (sp.Max, None),
-    "Min": (sp.Min, None),
-    "min": (sp.Min, None),
-    "sign": (sp.sign, (1,)),
-    "Heaviside": (sp.Heaviside, (1, 2)),
-    "erf": (sp.erf, (1,)),
-    "erfc": (sp.erfc, (1,)),
-    # Piecewise is parsed specially: Piecewise((expr, cond), ..., (expr, True))
+    name: (sympy_constructor(node), arity) for name, (node, arity) in formula_names().items()
 }
+# Piecewise is parsed specially: Piecewise((expr, cond), ..., (expr, True))
 PIECEWISE = "Piecewise"
 
 # Built-in constants, usable in any formula unless a node's constants dict
@@ -84,12 +69,9 @@ BUILTIN_CONSTANTS: Dict[str, sp.Expr] = {
     "phi": sp.GoldenRatio,
 }
 
-# Unary functions a code generator maps one-to-one onto a math library call.
-UNARY_MATH = (
-    sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan,
-    sp.sinh, sp.cosh, sp.tanh, sp.asinh, sp.acosh, sp.atanh, sp.erf, sp.erfc,
-    expm1, log1p,
-)
+# Function nodes of the table (sqrt is not one: it builds a Pow).
+FUNCTION_NODES = tuple(node for node in (sympy_constructor(f.sympy) for f in MATH_FUNCTIONS)
+                       if isinstance(node, type))
 
 RELATIONALS = (
     sp.StrictLessThan, sp.LessThan, sp.StrictGreaterThan, sp.GreaterThan,
@@ -101,10 +83,8 @@ BOOLEANS = (sp.And, sp.Or, sp.Not, sp.logic.boolalg.BooleanTrue, sp.logic.boolal
 EVALUABLE_NODES = (
     sp.Symbol, sp.Integer, sp.Rational, sp.Float,
     sp.core.numbers.Pi, sp.core.numbers.Exp1, sp.core.numbers.GoldenRatio,
-    sp.Add, sp.Mul, sp.Pow,
-    sp.Abs, sp.Max, sp.Min, sp.sign, sp.Heaviside, sp.Piecewise,
-    sp.functions.elementary.piecewise.ExprCondPair,
-    *UNARY_MATH, *RELATIONALS, *BOOLEANS,
+    sp.Add, sp.Mul, sp.Piecewise, sp.functions.elementary.piecewise.ExprCondPair,
+    *FUNCTION_NODES, *RELATIONALS, *BOOLEANS,
 )
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import warnings
+import weakref
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import mpmath
@@ -19,7 +20,7 @@ import sympy as sp
 from ..errors import CompilationWarning, FormulaParsingError, InternalError
 from . import grammar
 from .derivative import DerivativeProblem, differentiate
-from .named import NAMED, is_named_for_mode, named_calls, whole_config_call
+from .named import NAMED, UsedDefaults, is_named_for_mode, named_calls, whole_config_call
 from .configs import normalize_config, shown
 from .parser import FormulaSyntaxProblem, ParseContext, constant_name, names_in, parse
 from .plan import LayerPlan
@@ -40,6 +41,8 @@ class _ParsedNode:
     key: str
     slot_names: Tuple[str, ...]
     named_defaults: Tuple[Tuple[str, float], ...]
+    # Held here, so that a cached parse never outlives its structure (see _structures).
+    structure: Structure = dataclasses.field(compare=False, repr=False)
 
 
 def _variables(text: str, constants: Mapping[str, float], mode: str) -> Dict[str, sp.Symbol]:
@@ -67,13 +70,11 @@ def _parse_node(mode: str, text: str, constant_names: Tuple[str, ...]) -> _Parse
     for name in constant_names:
         if name in (v.name for v in VARIABLES[mode]) or name in variables:
             raise FormulaSyntaxProblem(f"'{name}' is an input variable, it cannot also be a constant")
-    used_defaults: Dict[str, Tuple[float, str]] = {}
-    context = ParseContext(variables=variables, constants=set(constant_names),
-                           named=named_calls(used_defaults))
+    used = UsedDefaults()
+    context = ParseContext(variables=variables, constants=set(constant_names), named=named_calls(used))
     expr = parse(text, context)
-    for marker, (_, where) in used_defaults.items():
-        name = marker.partition("conflict:")[2]
-        if name and name not in constant_names:
+    for name, where in used.conflicts.items():
+        if name not in constant_names:
             raise FormulaSyntaxProblem(f"{where} both use the constant '{name}' with different defaults; "
                                        f"give '{name}' a value in the node's dict")
     _check_constant_count(expr)
@@ -82,9 +83,9 @@ def _parse_node(mode: str, text: str, constant_names: Tuple[str, ...]) -> _Parse
         raise FormulaSyntaxProblem(f"the formula is undefined or complex-valued: it contains {bad[0]}")
     slotted, slot_names = to_slots(expr)
     key = structure_key(mode, slotted)
-    _remember_structure(key, mode, slotted, len(slot_names))
-    defaults = tuple((n, d) for n, (d, _) in used_defaults.items() if not n.startswith("conflict:"))
-    return _ParsedNode(key=key, slot_names=slot_names, named_defaults=defaults)
+    structure = _remember_structure(key, mode, slotted, len(slot_names))
+    defaults = tuple((n, d) for n, (d, _) in used.values.items())
+    return _ParsedNode(key=key, slot_names=slot_names, named_defaults=defaults, structure=structure)
 
 
 # Numbering slots canonically costs about the cube of the number of constants (seconds at 30,
@@ -100,7 +101,10 @@ def _check_constant_count(expr: sp.Expr) -> None:
             f"{MAX_CONSTANTS} are supported per node: split it over several nodes or fold constants together")
 
 
-_structures: Dict[str, Structure] = {}
+# Weak: a Structure (SymPy expression and derivative, tens of KB) lives as long as a cached
+# parse (the bounded lru_cache of _parse_node) or a layer uses it, and is shared meanwhile by
+# every text with the same shape; one that is gone is derived again if a text needs it.
+_structures: weakref.WeakValueDictionary[str, Structure] = weakref.WeakValueDictionary()
 
 
 def _remember_structure(key: str, mode: str, expr: sp.Expr, n_slots: int) -> Structure:
@@ -179,14 +183,16 @@ def _raised_inside_sympy(exc: BaseException) -> bool:
 
 def _assemble(mode: str, parsed: List[Tuple[_ParsedNode, Dict[str, float]]]) -> AnalyzedLayer:
     keys: Dict[str, int] = {}
+    structures: List[Structure] = []
     node_structure, node_slot_names, node_values = [], [], []
     for node, constants in parsed:
         index = keys.setdefault(node.key, len(keys))
+        if index == len(structures):  # the first node of this structure
+            structures.append(node.structure)
         defaults = dict(node.named_defaults)
         node_structure.append(index)
         node_slot_names.append(node.slot_names)
         node_values.append(tuple(constants[n] if n in constants else defaults[n] for n in node.slot_names))
-    structures = tuple(_structures[k] for k in keys)
     plan = LayerPlan(
         mode=mode,
         structure_keys=tuple(keys),
@@ -195,7 +201,7 @@ def _assemble(mode: str, parsed: List[Tuple[_ParsedNode, Dict[str, float]]]) -> 
         node_slot_names=tuple(node_slot_names),
         node_values=tuple(node_values),
     )
-    return AnalyzedLayer(plan=plan, structures=structures)
+    return AnalyzedLayer(plan=plan, structures=tuple(structures))
 
 
 def _describe(config: Any) -> str:

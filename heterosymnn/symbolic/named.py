@@ -9,6 +9,7 @@ constants of the node, so the node's dict overrides the defaults.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Dict, Mapping, Tuple
 
@@ -35,12 +36,21 @@ def _template(name: str) -> Tuple[sp.Expr, Tuple[sp.Symbol, ...]]:
     return expr, variables + params
 
 
-def named_calls(used_defaults: Dict[str, Tuple[float, str]]) -> Mapping[str, NamedCall]:
-    """Named formulas as parser calls; expanding one records its default constants.
+@dataclasses.dataclass
+class UsedDefaults:
+    """The default constants that the named formulas expanded in one node bring.
 
-    ``used_defaults`` collects ``constant name -> (default value, formula name)``
-    for every named formula expanded while parsing one node.
+    Filled while one node is parsed (an accumulator, not a value passed between stages).
     """
+
+    values: Dict[str, Tuple[float, str]] = dataclasses.field(default_factory=dict)
+    """``constant name -> (default value, formula name)``, the first default seen wins."""
+    conflicts: Dict[str, str] = dataclasses.field(default_factory=dict)
+    """``constant name -> "swish and elu"``: formulas that give one constant different defaults."""
+
+
+def named_calls(used: UsedDefaults) -> Mapping[str, NamedCall]:
+    """Named formulas as parser calls; expanding one records its default constants in ``used``."""
 
     def make(name: str) -> NamedCall:
         formula = NAMED[name]
@@ -50,9 +60,9 @@ def named_calls(used_defaults: Dict[str, Tuple[float, str]]) -> Mapping[str, Nam
             expr, placeholders = _template(name)
             bound = dict(zip(placeholders, args))
             for constant, default in formula.defaults[len(args) - n_vars:]:
-                previous = used_defaults.setdefault(constant, (default, name))
+                previous = used.values.setdefault(constant, (default, name))
                 if previous[0] != default:
-                    used_defaults.setdefault(f"conflict:{constant}", (default, f"{previous[1]} and {name}"))
+                    used.conflicts.setdefault(constant, f"{previous[1]} and {name}")
             return substitute(expr, bound)  # a Piecewise argument may land in a condition
 
         return NamedCall(expand=expand, arity=(n_vars, n_vars + len(formula.defaults)))

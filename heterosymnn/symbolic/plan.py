@@ -34,6 +34,21 @@ class LayerPlan:
     def max_slots(self) -> int:
         return max(self.structure_slots, default=0)
 
+    @property
+    def n_constants(self) -> int:
+        """How many constants the layer has, all nodes together."""
+        return sum(len(names) for names in self.node_slot_names)
+
+    @property
+    def constant_names(self) -> Tuple[Tuple[int, str], ...]:
+        """``(node, name)`` of every constant: node by node, a node's in slot order."""
+        return tuple((node, name) for node, names in enumerate(self.node_slot_names) for name in names)
+
+    def constant_offsets(self) -> np.ndarray:
+        """Per node, where its constants start in :attr:`constant_names` (int64, ``n_nodes + 1``)."""
+        counts = [len(names) for names in self.node_slot_names]
+        return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+
     def initial_params(self) -> np.ndarray:
         """``(n_nodes, max(1, max_slots))`` float64 matrix of slot values."""
         params = np.zeros((self.n_nodes, max(1, self.max_slots)), dtype=np.float64)

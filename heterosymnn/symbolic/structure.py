@@ -15,6 +15,7 @@ Conventions every code generator relies on:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from typing import Tuple
 
@@ -57,6 +58,29 @@ class Structure:
     @property
     def variables(self) -> Tuple[sp.Symbol, ...]:
         return VARIABLES[self.mode]
+
+    @functools.cached_property
+    def constant_derivatives(self) -> Tuple[sp.Expr, ...]:
+        """``df/dp_k`` (or ``dL/dp_k``) for every slot, in slot order.
+
+        Derived on first use (a layer that never asks for constants' gradients never
+        pays for them), with the kink conventions of :attr:`derivative`: a constant
+        inside ``Max``/``Abs`` follows PyTorch, one in a Piecewise condition has
+        derivative 0 (the condition is a step).
+
+        Raises
+        ------
+        FormulaParsingError
+            If a derivative contains something no backend can evaluate.
+        """
+        from ..errors import FormulaParsingError
+        from .derivative import DerivativeProblem, differentiate
+
+        try:
+            return tuple(differentiate(self.expr, slot) for slot in self.slots)
+        except DerivativeProblem as exc:
+            raise FormulaParsingError(f"the derivative of {self.expr} with respect to one of its "
+                                      f"constants: {exc}") from None
 
     @property
     def slots(self) -> Tuple[sp.Symbol, ...]:

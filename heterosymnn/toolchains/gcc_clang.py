@@ -20,10 +20,11 @@ import tempfile
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from ..config import settings
+from . import flags
 from .isa import host_level, isa_candidates
 from .openmp import OpenMPSupport, probe_flags, probe_libmvec, probe_openmp
 from .probe import build_probe, run_command
-from .toolchain import FLOAT_SEMANTICS_ARGS, DetectorResult, Toolchain, join_command, split_command, unix_build_env
+from .toolchain import DetectorResult, Toolchain, join_command, split_command, unix_build_env
 
 logger = logging.getLogger(__name__)
 
@@ -125,35 +126,29 @@ def _target_problem(macros: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-def _base_args(isa_args: Tuple[str, ...]) -> Tuple[str, ...]:
-    return ("-O3",) + isa_args + FLOAT_SEMANTICS_ARGS
-
-
 def _choose_flags(argv: Tuple[str, ...], family: str, version: str, apple: bool, level: str
                   ) -> Union[str, Tuple[str, Tuple[str, ...], OpenMPSupport]]:
-    """``(isa, base_args, openmp)`` that work, or the last failure's text."""
+    """``(isa, isa_args, openmp)`` that work, or the last failure's text."""
     candidates_ = isa_candidates(family, level)
-    isa, isa_args = candidates_[0]
-    base = _base_args(isa_args)
+    isa, best_args = candidates_[0]
     # Common case in one probe: OpenMP with the best ISA flags builds and runs.
-    omp = probe_openmp(argv, version, family, apple, base)
+    omp = probe_openmp(argv, version, family, apple, flags.base_args(best_args))
     if omp.available:
-        return isa, base, omp
+        return isa, best_args, omp
     # OpenMP or the ISA flags may be at fault. The first ISA flag set that
     # builds *and runs* a program without OpenMP wins (running proves the
     # linker and C runtime work too); then OpenMP is retried with it.
     failure = ""
     for isa, isa_args in candidates_:
-        result = build_probe(argv, SANITY_PROBE, _base_args(isa_args), ("-lm",), execute=True)
+        result = build_probe(argv, SANITY_PROBE, flags.base_args(isa_args), ("-lm",), execute=True)
         if result.ok:
             break
         failure = result.summary()
     else:
         return failure
-    if _base_args(isa_args) != base:
-        base = _base_args(isa_args)
-        omp = probe_openmp(argv, version, family, apple, base)
-    return isa, base, omp
+    if isa_args != best_args:
+        omp = probe_openmp(argv, version, family, apple, flags.base_args(isa_args))
+    return isa, isa_args, omp
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,19 +184,15 @@ def probe_compiler(argv: Tuple[str, ...], origin: str, level: str) -> DetectorRe
     chosen = _choose_flags(argv, family, version, apple, level)
     if isinstance(chosen, str):
         return DetectorResult(NAME, None, f"{label} cannot build and run a test program: {chosen}")
-    isa, base, omp = chosen
+    isa, isa_args, omp = chosen
 
-    # -g0 cancels the -g in Python's own CFLAGS: debug info nobody reads
-    # costs 15-20% of every build.
-    compile_args = base + omp.compile_args + ("-g0",)
-    if not omp.available and probe_flags(argv, version, ("-fopenmp-simd",)):
-        # SIMD pragmas still vectorise without the OpenMP runtime.
-        compile_args += ("-fopenmp-simd",)
+    # SIMD pragmas still vectorise without the OpenMP runtime.
+    simd = not omp.available and probe_flags(argv, version, flags.OPENMP_SIMD)
     mvec = probe_libmvec(argv, version)
-    link_args = omp.link_args + (("-lmvec",) if mvec else ())
     toolchain = Toolchain(
         name=family, path=join_command(argv), version=version,
-        compile_args=compile_args, link_args=link_args,
+        compile_args=flags.unix_compile_args(isa_args, omp.compile_args, simd=simd),
+        link_args=flags.unix_link_args(omp.link_args, libmvec=mvec),
         build_env=unix_build_env(argv, platform.machine()),
         openmp=omp.available, isa=isa,
         compiler_type="mingw32" if sys.platform == "win32" else "unix",

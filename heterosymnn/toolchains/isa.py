@@ -116,6 +116,26 @@ def _windows_features() -> Optional[List[str]]:
     return feats
 
 
+def cpu_features(system: Optional[str] = None, cpuinfo: str = "/proc/cpuinfo") -> Optional[List[str]]:
+    """The CPU feature names the operating system reports, or None when it cannot tell.
+
+    Parameters
+    ----------
+    system : str, optional
+        ``sys.platform`` style name; default the running one.
+    cpuinfo : str
+        The file Linux reports features in (tests pass another).
+    """
+    system = system or sys.platform
+    if system.startswith("linux"):
+        return _linux_features(cpuinfo)
+    if system == "darwin":
+        return _macos_features()
+    if system == "win32":
+        return _windows_features()
+    return None
+
+
 def detect_level(machine: Optional[str] = None, system: Optional[str] = None,
                  cpuinfo: str = "/proc/cpuinfo") -> str:
     """The instruction-set level of the running CPU (uncached).
@@ -127,14 +147,7 @@ def detect_level(machine: Optional[str] = None, system: Optional[str] = None,
     system = system or sys.platform
     if machine.lower() not in ("x86_64", "amd64", "x64"):
         return level_from_features(machine, ())
-    if system.startswith("linux"):
-        feats = _linux_features(cpuinfo)
-    elif system == "darwin":
-        feats = _macos_features()
-    elif system == "win32":
-        feats = _windows_features()
-    else:
-        feats = None
+    feats = cpu_features(system, cpuinfo)
     if feats is None:
         logger.info("CPU features unknown on %s; building for the x86-64 baseline", system)
         return "x86-64"

@@ -22,6 +22,7 @@ import sys
 import sysconfig
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+from . import flags
 from .isa import host_level, isa_candidates
 from .probe import probe_timeout
 from .toolchain import DetectorResult, Toolchain
@@ -185,7 +186,7 @@ def detect_msvc_in(environ: Mapping[str, str], run: Runner = default_run,
     env.update({"DISTUTILS_USE_SDK": "1", "MSSDK": "1"})
     toolchain = Toolchain(
         name=NAME, path=cl, version=version,
-        compile_args=("/O2", "/fp:precise", "/openmp") + isa_args, link_args=(),
+        compile_args=flags.msvc_compile_args(isa_args), link_args=(),
         build_env=tuple(sorted(env.items())), openmp=True, isa=isa, compiler_type="msvc",
     )
     logger.debug("usable: %s", toolchain.describe())

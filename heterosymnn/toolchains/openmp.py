@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from . import flags
 from .probe import build_probe
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def openmp_candidates(family: str, apple: bool) -> List[Tuple[Tuple[str, ...], T
     passed through and Homebrew's (or MacPorts') libomp linked by hand.
     """
     if not apple:
-        return [(("-fopenmp",), ("-fopenmp",))]
+        return [(flags.OPENMP, flags.OPENMP)]
     out = []
     for prefix in LIBOMP_PREFIXES:
         if os.path.isdir(os.path.join(prefix, "include")):
@@ -124,7 +125,7 @@ def probe_libmvec(cc: Tuple[str, ...], version: str) -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
-    return build_probe(cc, LIBMVEC_PROBE, (), ("-lmvec",)).ok
+    return build_probe(cc, LIBMVEC_PROBE, (), flags.LIBMVEC).ok
 
 
 @functools.lru_cache(maxsize=None)

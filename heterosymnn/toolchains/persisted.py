@@ -4,10 +4,10 @@ Detection compiles and runs small probe programs (OpenMP, libmvec), about
 0.2 s; a worker process that only loads cached kernels must not pay that.
 The result is stored in the cache root under a fingerprint of everything
 detection depends on (the settings, ``CC``, ``PATH``, the interpreter, the
-host CPU's instruction-set level, and the size and modification time of each
-candidate compiler), so installing or upgrading a compiler, changing the
-environment, or reading the cache on another CPU (a shared home, a copied
-cache) detects again. A record whose level this CPU cannot run is never used,
+host CPU's instruction-set level, the detectors' own code, and the size and
+modification time of each candidate compiler), so installing or upgrading a
+compiler, changing the environment or heterosymnn's detectors, or reading the
+cache on another CPU (a shared home, a copied cache) detects again. A record whose level this CPU cannot run is never used,
 whatever its fingerprint: its flags would build code that dies of SIGILL.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..codegen.fingerprint import current_detector_digest
 from ..config import settings
 from . import isa
 from .select import find_toolchain
@@ -52,6 +53,7 @@ def fingerprint() -> str:
         "PATH": os.environ.get("PATH"),
         "python": sys.executable,
         "isa": isa.host_level(),
+        "detectors": current_detector_digest(),
         "compilers": [_stat(c) for c in (current.cc, os.environ.get("CC"), *_CANDIDATES)],
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()

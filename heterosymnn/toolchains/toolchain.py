@@ -23,13 +23,6 @@ _IDENTITY_ENV_KEYS = frozenset({
 })
 
 
-# -fno-math-errno lets calls to sin & co. vectorise (libmvec), -fno-trapping-math lets
-# Piecewise branches be if-converted, -ffp-contract=off keeps a*b+c from being fused
-# into an fma (which changes NaN/inf results). None of them changes IEEE results;
-# never -ffast-math, which would.
-FLOAT_SEMANTICS_ARGS = ("-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off")
-
-
 @dataclass(frozen=True)
 class Toolchain:
     """A usable C compiler and the flags heterosymnn builds with.

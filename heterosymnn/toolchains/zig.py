@@ -19,10 +19,11 @@ import tempfile
 from typing import Mapping, Optional, Sequence, Tuple
 
 from ..errors import JITCompilationError, ToolchainNotFoundError
+from . import flags
 from .isa import host_level, isa_candidates
 from .openmp import probe_flags
 from .probe import run_command
-from .toolchain import FLOAT_SEMANTICS_ARGS, DetectorResult, Toolchain, join_command, unix_build_env
+from .toolchain import DetectorResult, Toolchain, join_command, unix_build_env
 
 logger = logging.getLogger(__name__)
 
@@ -111,19 +112,16 @@ def detect_zig() -> DetectorResult:
     version = result.output.strip().splitlines()[-1]
     cc = zig + ("cc",)
     for isa, isa_args in isa_candidates("zig", host_level()):
-        if probe_flags(cc, version, ("-O3",) + isa_args + FLOAT_SEMANTICS_ARGS, cache_env):
+        if probe_flags(cc, version, flags.base_args(isa_args), cache_env):
             break
     else:
         return DetectorResult(NAME, None, f"zig {version} rejects every CPU level tried "
                                           f"(see `{join_command(cc)} -mcpu=...`)")
-    simd = ("-fopenmp-simd",) if probe_flags(cc, version, ("-fopenmp-simd",), cache_env) else ()
+    simd = probe_flags(cc, version, flags.OPENMP_SIMD, cache_env)
     toolchain = Toolchain(
         name=NAME, path=join_command(zig), version=version,
-        # -g0 cancels the -g in Python's CFLAGS (debug info slows every build).
-        compile_args=("-O3",) + isa_args + FLOAT_SEMANTICS_ARGS + simd + ("-g0",),
-        # The CPU flag at link time too: zig builds its runtime for the link
-        # target, which must not default to the build machine's CPU.
-        link_args=("-O2",) + isa_args,
+        compile_args=flags.unix_compile_args(isa_args, simd=simd),
+        link_args=flags.zig_link_args(isa_args),
         build_env=tuple(sorted(unix_build_env(cc, platform.machine()) + cache_env)),
         openmp=False, isa=isa,
         compiler_type="mingw32" if sys.platform == "win32" else "unix",

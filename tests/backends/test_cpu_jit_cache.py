@@ -31,11 +31,9 @@ from heterosymnn import (BackendUnavailableError, CompilationWarning, JITCompila
 from heterosymnn.toolchains import clear_caches, find_toolchain
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # the worker module sits next to this file (spawned workers inherit sys.path)
-    sys.path.insert(0, str(HERE))
 
-import cpu_jit_worker  # noqa: E402
-from cpu_jit_worker import LAYERS, RESULT_MARKER, inputs  # noqa: E402
+import cpu_jit_worker
+from cpu_jit_worker import LAYERS, RESULT_MARKER, inputs
 
 try:  # these tests build with the real compiler; without any, CPU_JIT cannot be tested here
     find_toolchain()

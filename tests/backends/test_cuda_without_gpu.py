@@ -5,7 +5,8 @@ These need no GPU. Most situations are *simulated* by replacing ``cupy`` in ``sy
 failure), because the machines that run the test suite usually have no GPU at all; the
 first tests use whatever this machine really has. The last section runs the real backend
 on a simulated two-device CuPy whose kernels are the generated CUDA built for the host
-(``tests/cuda_emulation.py``): ids, constants, launches, ``set_gpu_id`` and device checks.
+(``tests/cuda_emulation.py``): ids, constants, launches, ``set_gpu_id`` and device checks
+(the constants' gradient and the features-last layout: ``test_cuda_training.py``).
 """
 from __future__ import annotations
 
@@ -245,98 +246,9 @@ def test_import_never_fails_or_prints_because_of_cupy(setup):
 
 
 # -- the backend on a simulated two-device CuPy -----------------------------------------------------
-class _SimulatedCupy:
-    """Enough of CuPy for the backend and the compiler; kernels run through the host emulation."""
-
-    def __init__(self, n_devices: int, workdir):
-        self.current = 0
-        self.loads = []  # (device, kernel) of every get_function
-        sim = self
-
-        class ndarray(np.ndarray):
-            def __array_finalize__(self, obj):
-                self.device_id = getattr(obj, "device_id", sim.current)
-
-            @property
-            def data(self):
-                return types.SimpleNamespace(device_id=self.device_id)
-
-            def set(self, host):
-                assert sim.current == self.device_id, "a copy to another device than the current one"
-                self[...] = host
-
-        class Device:
-            def __init__(self, device_id):
-                self.id, self._saved = device_id, []
-
-            def __enter__(self):
-                self._saved.append(sim.current)
-                sim.current = self.id
-                return self
-
-            def __exit__(self, *exc):
-                sim.current = self._saved.pop()
-                return False
-
-        class Runtime:
-            getDeviceCount = staticmethod(lambda: n_devices)
-            getDevice = staticmethod(lambda: sim.current)
-            getDeviceProperties = staticmethod(lambda device: {"multiProcessorCount": 2})
-            driverGetVersion = staticmethod(lambda: 12080)
-            runtimeGetVersion = staticmethod(lambda: 12080)
-
-        class RawModule:
-            def __init__(self, code, options=()):
-                assert "--fmad=false" in options
-                self.code = code
-                self.names = re.findall(r'extern "C" __global__ void (\w+)\(', code)
-                self.dtype = "float32" if self.names[0].endswith("f32") else "float64"
-
-            def get_function(self, name):
-                sim.loads.append((sim.current, name))
-                lib = cuda_emulation.build(self.code, self.names, self.dtype, workdir)
-                device = sim.current
-
-                def function(grid, block, args):
-                    assert sim.current == device, "launched on another device than the module's"
-                    for arg in args:
-                        if isinstance(arg, ndarray):
-                            assert arg.device_id == device, "an argument lives on another device"
-                    cuda_emulation.launch(lib, name, grid, block, args)
-                return function
-
-        self.module = cupy = types.ModuleType("cupy")
-        cupy.ndarray = ndarray
-        cupy.cuda = types.SimpleNamespace(runtime=Runtime(), Device=Device)
-        cupy.RawModule = RawModule
-        cupy.empty = lambda shape, dtype=np.float64: np.ndarray.__new__(ndarray, shape, dtype)
-        cupy.may_share_memory = np.may_share_memory
-
-        def asarray(x, dtype=None):
-            if isinstance(x, ndarray) and x.device_id == sim.current and dtype is None:
-                return x
-            x = np.asarray(x, dtype=dtype)
-            result = cupy.empty(x.shape, x.dtype)
-            result[...] = x
-            return result
-
-        def ascontiguousarray(x):
-            if x.flags.c_contiguous:
-                return x
-            with Device(x.device_id):
-                return asarray(np.ascontiguousarray(np.asarray(x)))
-
-        cupy.asarray, cupy.ascontiguousarray = asarray, ascontiguousarray
-        cupy.asnumpy = lambda x: np.array(np.asarray(x))
-
-
 @pytest.fixture
 def sim(monkeypatch, tmp_path):
-    if not cuda_emulation.have_gxx():
-        pytest.skip("no g++ to build the host emulation of the CUDA kernels")
-    simulated = _SimulatedCupy(2, tmp_path / "emulation")
-    monkeypatch.setitem(sys.modules, "cupy", simulated.module)
-    return simulated
+    return cuda_emulation.simulated_cupy(monkeypatch, tmp_path)
 
 
 ACT = [c for c, _, _ in ACTIVATIONS]
@@ -413,7 +325,7 @@ def test_simulated_set_gpu_id_moves_only_device_state(sim, monkeypatch):
     calls = count_front_end_calls(monkeypatch)
     gpu = SymbolicJITCompiler(configs, "GPU_CUDA", dtype="float64", strict=True)
     assert calls == {"analyze": 1, "render": 1}  # the counters see the build
-    assert {device for device, _ in sim.loads} == {0} and len(sim.loads) == 4
+    assert {device for device, _ in sim.loads} == {0} and len(sim.loads) == len(gpu._kernels._module.kernels)
 
     gpu.set_constants(0, k=5.0)
     cpu.set_constants(0, k=5.0)

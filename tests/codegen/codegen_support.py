@@ -14,17 +14,18 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import scipy.special  # noqa: F401  (lambdify's "scipy" module needs it importable)
 import sympy as sp
+from heterosymnn.codegen.c_runtime import SPAN_ELEMENTS
 from heterosymnn.symbolic.grammar import expm1, log1p
-
-from heterosymnn.codegen import GCC_FLAGS, LIBMVEC_COMPILE_FLAGS, LIBMVEC_LIBRARIES
 from heterosymnn.symbolic.structure import (
     ACTIVATION, LOSS, VARIABLES, Structure, slot_symbols, structure_key,
 )
+from heterosymnn.toolchains import flags
+from heterosymnn.toolchains.isa import host_level, isa_candidates
 
 X = VARIABLES[ACTIVATION][0]
 YP, YT = VARIABLES[LOSS]
@@ -246,18 +247,23 @@ def libmvec_available() -> bool:
     return os.path.isabs(probe.stdout.strip())
 
 
-def fast_flags() -> dict:
-    """The vectorised build: what the cached backend is expected to use.
+def production_flags(openmp: str = "openmp") -> Tuple[List[str], List[str]]:
+    """(compile, link) flags of the CPU backend with GCC on this host, from the same functions.
 
-    -ffp-contract=off is left out on purpose: the source's pragma must hold.
+    ``openmp`` is ``"openmp"``, ``"simd"`` (a compiler without the OpenMP runtime:
+    ``-fopenmp-simd``) or ``"none"``; libmvec is linked where it is available.
     """
-    compile_args = [f for f in GCC_FLAGS if not f.startswith("-ffp-contract")] + ["-fopenmp"]
-    libraries: List[str] = []
-    if libmvec_available():
-        compile_args += ["-march=x86-64-v3", *LIBMVEC_COMPILE_FLAGS]
-        libraries += list(LIBMVEC_LIBRARIES)
-    return dict(extra_compile_args=compile_args, extra_link_args=["-fopenmp"],
-                libraries=libraries)
+    isa_args = isa_candidates("gcc", host_level())[0][1]
+    omp = flags.OPENMP if openmp == "openmp" else ()
+    compile_args = flags.unix_compile_args(isa_args, omp, simd=openmp == "simd")
+    link_args = flags.unix_link_args(omp, libmvec=libmvec_available())
+    return list(flags.build_compile_args(compile_args, link_args)), list(link_args)
+
+
+def fast_flags() -> dict:
+    """The vectorised build, exactly as the cached backend builds it (cffi options)."""
+    compile_args, link_args = production_flags()
+    return dict(extra_compile_args=compile_args, extra_link_args=link_args)
 
 
 _BUILD_SCRIPT = textwrap.dedent("""
@@ -306,6 +312,22 @@ class Built:
         getattr(lib, name)(a.size, ptr(a), ptr(b), ptr(g), ptr(out),
                            ffi.cast("double *", ffi.from_buffer(params)))
         return out
+
+    def cgrad(self, structure: Structure, a, b=None, g=None) -> Tuple[np.ndarray, np.ndarray]:
+        """(out, partial sums) of the structure's constants-gradient row function on ``a``:
+        one sum per span of the runtime's SPAN_ELEMENTS and slot, shape (spans, n_slots)."""
+        ffi, lib = self.kernels.ffi, self.kernels.lib
+        ctype = "float *" if self.dtype == "float32" else "double *"
+        out = np.full_like(a, 12345.0)
+        spans = -(-a.size // SPAN_ELEMENTS)
+        sums = np.full((spans, structure.n_slots), 12345.0)
+        params = np.ascontiguousarray(PARAMS, dtype=np.float64)
+
+        def ptr(arr, kind=ctype):
+            return ffi.NULL if arr is None else ffi.cast(kind, ffi.from_buffer(arr))
+        getattr(lib, self.cmodule.constants_grad[structure.key])(
+            a.size, ptr(a), ptr(b), ptr(g), ptr(out), ptr(params, "double *"), ptr(sums, "double *"))
+        return out, sums
 
     def run(self, structures: Sequence[Structure], which: str, a, b=None, g=None,
             nthreads: int = 0, null_params: bool = False) -> np.ndarray:

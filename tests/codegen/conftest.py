@@ -1,22 +1,15 @@
 """Fixtures of the codegen tests; the helpers live in codegen_support."""
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Dict
 
 import pytest
 
-# the helper module sits next to this file, whatever pytest's import mode
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from codegen_support import (  # noqa: E402
-    CORPUS, DTYPES, Built, build_cffi, fast_flags, have_gcc,
-)
-from heterosymnn import ToolchainNotFoundError  # noqa: E402
-from heterosymnn.codegen import render_c_module, render_runtime  # noqa: E402
-from heterosymnn.toolchains import nvrtc as nvrtc_module  # noqa: E402
+from codegen_support import CORPUS, DTYPES, Built, build_cffi, fast_flags, have_gcc
+from heterosymnn import ToolchainNotFoundError
+from heterosymnn.codegen import render_c_module, render_runtime
+from heterosymnn.toolchains import nvrtc as nvrtc_module
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
 import re
 import shutil
 import subprocess
@@ -10,18 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from codegen_support import CORPUS, DTYPES, have_gcc, libmvec_available
+from codegen_support import CORPUS, DTYPES, have_gcc, libmvec_available, production_flags
 from heterosymnn.codegen import render_c_module, render_runtime
+from heterosymnn.toolchains import flags
+from heterosymnn.toolchains.isa import host_level, isa_candidates
 
+# The production flags of each OpenMP mode, and the tests' strict warnings.
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 GCC_FLAG_SETS = {
-    "openmp-vector": STRICT + ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"],
-    "no-openmp": STRICT + ["-pedantic", "-O2"],
-    "openmp-simd-only": STRICT + ["-O3", "-fopenmp-simd", "-DHS_OPENMP_SIMD",
-                                 "-fno-math-errno", "-fno-trapping-math"],
+    "openmp-vector": STRICT + production_flags("openmp")[0],
+    "no-openmp": STRICT + ["-pedantic"] + production_flags("none")[0],
+    "openmp-simd-only": STRICT + production_flags("simd")[0],
 }
-if libmvec_available():
-    GCC_FLAG_SETS["openmp-vector"] += ["-march=x86-64-v3", "-DHS_USE_LIBMVEC"]
+ZIG_FLAGS = STRICT + list(flags.build_compile_args(
+    flags.unix_compile_args(isa_candidates("zig", host_level())[0][1], simd=True)))
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +95,10 @@ def _zig_available() -> bool:
 
 @pytest.mark.skipif(not _zig_available(), reason="ziglang (pip install ziglang) not installed")
 def test_windows_cross_compile_with_zig(sources, tmp_path):
-    """Portability: clang for x86_64-windows-gnu, no OpenMP, strict warnings."""
+    """Portability: zig's clang for x86_64-windows-gnu with zig's production flags
+    (no OpenMP runtime, omp simd), strict warnings."""
     zig = [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-windows-gnu"]
-    commands = [[*zig, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-c", str(path),
+    commands = [[*zig, *ZIG_FLAGS, "-c", str(path),
                  "-o", str(tmp_path / (path.stem + ".o"))] for path in sources.values()]
     _compile_all(commands)
 
@@ -119,3 +123,44 @@ def test_built_module_calls_libmvec(built, dtype):
     assert expected <= called, f"missing SIMD calls: {sorted(expected - called)}"
     # no scalar sincos: sin and cos of one argument stayed two vector calls
     assert not re.search(r"call\s+\S+\s+<sincosf?@plt>", dis)
+
+
+@pytest.mark.skipif(not have_gcc() or _objdump() is None or platform.machine() != "x86_64",
+                    reason="needs gcc and objdump on x86-64")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_contraction_stays_off_whatever_the_flags(sources, dtype, tmp_path):
+    """The source's pragma keeps a*b + c unfused even in a build that asks for fma
+    (-ffp-contract=fast on an FMA target), as MSVC's /fp:precise may."""
+    args = [("-ffp-contract=fast" if a.startswith("-ffp-contract") else a) for a in production_flags()[0]]
+    args += isa_candidates("gcc", "x86-64-v3")[0][1]
+    obj = tmp_path / "k.o"
+    proc = _compile(["gcc", *args, "-c", str(sources[("kernels", dtype)]), "-o", str(obj)])
+    assert proc.returncode == 0, proc.stderr
+    dis = subprocess.run([_objdump(), "-d", "--no-show-raw-insn", str(obj)],
+                         capture_output=True, text=True, timeout=120).stdout
+    fused = re.findall(r"\bvfn?m(?:add|sub)\w*", dis)
+    assert not fused, f"fused multiply-adds in the kernels: {sorted(set(fused))}"
+
+
+@pytest.mark.skipif(not have_gcc(), reason="no gcc on PATH")
+def test_runtime_without_avx_or_openmp(sources, tmp_path):
+    """The driver's plain-C block transposes (no AVX) and its serial paths (no OpenMP)
+    compile as strict, pedantic C99 for a baseline x86-64; with AVX, its intrinsics do too."""
+    commands = []
+    for dtype in DTYPES:
+        path = sources[("runtime", dtype)]
+        commands.append(["gcc", *STRICT, "-pedantic", "-O2", "-march=x86-64", "-c", str(path),
+                         "-o", str(tmp_path / f"base_{dtype}.o")])
+        commands.append(["gcc", *STRICT, "-pedantic", "-O2", "-mavx", "-c", str(path),
+                         "-o", str(tmp_path / f"avx_{dtype}.o")])
+    _compile_all(commands)
+
+
+@pytest.mark.skipif(not _zig_available(), reason="ziglang (pip install ziglang) not installed")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_runtime_cross_compiles_for_arm64(sources, dtype):
+    """No x86 intrinsics where there is no AVX: the plain block transposes, for aarch64."""
+    from heterosymnn.toolchains import zig_cross_compile_check
+
+    zig_cross_compile_check(sources[("runtime", dtype)].read_text(), target="aarch64-linux-gnu",
+                            extra_args=["-Wextra"])

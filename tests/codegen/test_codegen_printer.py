@@ -188,14 +188,21 @@ def test_module_table_cdef_and_deduplication():
 
 
 def test_runtime_source_carries_its_thresholds():
-    rt = render_runtime("float64", parallel_min_elements=10, chunk_elements=4)
+    from heterosymnn.codegen.c_runtime import SPAN_ELEMENTS
+
+    rt = render_runtime("float64", parallel_min_elements=10, chunk_elements=2 * SPAN_ELEMENTS)
     assert "#define HS_PARALLEL_MIN_ELEMENTS_F64 10" in rt.source
-    assert "#define HS_CHUNK_ELEMENTS_F64 4" in rt.source
+    assert f"#define HS_CHUNK_ELEMENTS_F64 {2 * SPAN_ELEMENTS}" in rt.source
     assert (rt.run_name, rt.threads_name, rt.row_fn_type) == (
         "hs_run_f64", "hs_threads_f64", "hs_row_fn_f64")
+    assert (rt.cgrad_name, rt.features_last_name, rt.cgrad_fn_type) == (
+        "hs_run_cgrad_f64", "hs_run_fl_f64", "hs_cg_fn_f64")
     assert "void hs_run_f64(const hs_row_fn_f64 *fns" in rt.cdef
+    assert "int hs_run_cgrad_f64(" in rt.cdef and "int hs_run_fl_f64(" in rt.cdef
     with pytest.raises(ValueError):
         render_runtime("float32", chunk_elements=0)
+    with pytest.raises(ValueError, match="multiple of"):  # a span must never be split between tasks
+        render_runtime("float32", chunk_elements=SPAN_ELEMENTS + 1)
 
 
 def test_source_is_deterministic_across_orders_and_processes():

@@ -129,3 +129,13 @@ def test_a_sourceless_install_falls_back_to_the_version(tmp_path, caplog, missin
     digest = fingerprint.generator_digest(bare)
     assert len(digest) == 64 and digest != fingerprint.current_generator_digest()
     assert "source files were not found" in caplog.text
+
+
+def test_the_toolchain_record_is_keyed_on_the_detectors_code(monkeypatch, tmp_path):
+    from heterosymnn.toolchains import persisted
+
+    copy = _copy_package(tmp_path, "copy") / "heterosymnn"
+    assert fingerprint.generator_digest(copy, fingerprint.DETECTOR_PARTS) == fingerprint.current_detector_digest()
+    before = persisted.fingerprint()
+    monkeypatch.setattr(persisted, "current_detector_digest", lambda: "1" * 64)
+    assert persisted.fingerprint() != before

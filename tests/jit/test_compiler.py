@@ -432,6 +432,17 @@ def test_gpu_falls_back_through_cpu_jit(only_numpy):
     assert comp.calculation_method == "CPU_PYTHON"
 
 
+def test_array_module_is_the_array_library_of_the_backend_in_use(only_numpy):
+    with pytest.warns(PerformanceWarning):
+        comp = SymbolicJITCompiler(CONFIGS, "GPU_CUDA", dtype="float64")
+    assert comp.array_module is np  # the fallback's library, not the requested backend's
+    z = comp.array_module.asarray(batch().tolist(), dtype=comp.dtype)
+    out = comp.forward_kernel(z)
+    assert type(out) is comp.array_module.ndarray
+    np.testing.assert_allclose(out, expected_forward(z), rtol=1e-14)
+    assert "cupy" in type(comp).array_module.__doc__  # documented public API
+
+
 def test_auto_picks_what_works(only_numpy):
     with pytest.warns(PerformanceWarning, match="CPU_JIT") as record:
         comp = SymbolicJITCompiler(["relu"], "AUTO")

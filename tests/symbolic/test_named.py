@@ -6,6 +6,7 @@ import pytest
 from scipy import special
 
 from heterosymnn import FormulaParsingError, SymbolicJITCompiler
+from heterosymnn.symbolic.layer import analyze
 from heterosymnn.symbolic.named import NAMED
 
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -212,3 +213,14 @@ def test_wrong_use_of_named_formula(formula, message):
 def test_named_config_may_have_surrounding_spaces():
     comp = compile64(["  relu  "])
     np.testing.assert_allclose(comp.forward_kernel(np.array([[-1.0, 2.0]])), [[0.0, 2.0]])
+
+
+def test_two_named_formulas_with_different_defaults_for_one_constant_need_a_value():
+    """leaky_relu's alpha defaults to 0.01, elu's to 1: which one a shared alpha means is
+    the user's call, so the node must give it; an agreeing pair needs nothing."""
+    with pytest.raises(FormulaParsingError, match="leaky_relu and elu both use the constant 'alpha' with "
+                                                  "different defaults; give 'alpha' a value"):
+        analyze(["leaky_relu(num) + elu(num)"])
+    layer = analyze([("leaky_relu(num) + elu(num)", {"alpha": 0.5})])
+    assert layer.plan.node_values == ((0.5,),)
+    assert analyze(["swish(num) + swish(2*num)"]).plan.node_values == ((1.0,),)

@@ -29,8 +29,8 @@ from heterosymnn import FormulaParsingError, SymbolicJITCompiler
 from heterosymnn.symbolic import grammar
 from heterosymnn.symbolic.layer import MAX_CONSTANTS, UNFORESEEN_FAILURE
 from heterosymnn.symbolic.named import NAMED
-from tests.corpus import ACTIVATIONS, LOSSES
-from tests.fuzzing import deadline, examples
+from corpus import ACTIVATIONS, LOSSES
+from fuzzing import deadline, examples
 
 SECONDS_PER_INPUT = 5.0
 SENTINEL_NAME = "SENTINEL"

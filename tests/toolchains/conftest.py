@@ -3,7 +3,6 @@ the library does (in a child process, with the toolchain's environment)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -1,0 +1,248 @@
+"""The C row functions of one structure: forward, backward, and backward with constants' gradient.
+
+Forward and backward share one signature (:data:`ROW_PARAMS`, see
+:mod:`heterosymnn.codegen.c_source`). A structure with constants also gets a
+*constants-gradient* row function, one more argument at the end::
+
+    void NAME(int64_t n, const T *a, const T *b, const T *g, T *out,
+              const double *p, double *cg);
+
+It writes ``out[i]`` exactly as the backward does, and for every span of
+:data:`~heterosymnn.codegen.c_runtime.SPAN_ELEMENTS` elements counted from ``a[0]``
+(the last one may be shorter) one partial sum per slot ``k``::
+
+    cg[span*n_slots + k] = sum over the span of (double)(g[i] * df/dp_k)   (activation)
+                           sum over the span of (double)dL/dp_k           (loss)
+
+Each term is computed in the layer's dtype, in the same loop as ``out``, into a
+span buffer; :func:`span_sum_helper` then adds the buffer up in an order this
+text fixes (8 double lanes, then a fixed tree), never the vectoriser or the
+pointers' alignment, so a span's sum is the same bits wherever the span sits.
+
+The backward of a structure with constants is printed from the same lowering
+as its constants-gradient function (input derivative and constant derivatives
+lowered together, so they share subexpressions), keeping only the temporaries
+it needs: both compute ``out[i]`` with the same operations, bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import sympy as sp
+
+from heterosymnn.codegen.c_printer import CPrinter
+from heterosymnn.codegen.c_runtime import SPAN_ELEMENTS
+from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
+from heterosymnn.codegen.lowering import (
+    INPUT_POINTERS, Body, Lowered, bind_structure, element_body, sin_cos_pairs,
+)
+from heterosymnn.errors import FormulaParsingError
+from heterosymnn.symbolic.structure import ACTIVATION, Structure
+
+ROW_PARAMS = ("int64_t n, const {T} *HS_RESTRICT a, const {T} *HS_RESTRICT b,\n"
+              "    const {T} *HS_RESTRICT g, {T} *HS_RESTRICT out, const double *HS_RESTRICT p")
+CDEF_PARAMS = "int64_t n, const {T} *a, const {T} *b, const {T} *g, {T} *out, const double *p"
+#: No restrict on the arrays: ``out`` may be ``a``, ``b`` or ``g`` (in place), and with the
+#: terms computed after ``out[i]`` a compiler told they never alias may read ``a[i]`` again
+#: after writing ``out[i]`` (GCC did). ``omp simd`` vectorises the loop all the same.
+CGRAD_PARAMS = ("int64_t n, const {T} *a, const {T} *b,\n"
+                "    const {T} *g, {T} *out, const double *HS_RESTRICT p, double *HS_RESTRICT cg")
+CGRAD_CDEF_PARAMS = CDEF_PARAMS + ", double *cg"
+#: Lanes of the span sum: 8 doubles are two AVX2 vectors, one AVX-512 vector.
+SUM_LANES = 8
+_SIN_COS = frozenset({"sin", "cos"})
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureRows:
+    """The C row functions of one structure.
+
+    Attributes
+    ----------
+    forward, backward : str
+        Names of the forward and backward row functions.
+    constants_grad : str or None
+        Name of the constants-gradient row function; None without constants,
+        or when ``problem`` says why it could not be made.
+    problem : str or None
+        Why a structure with constants has no constants-gradient function.
+    source, cdef : str
+        The definitions, and their cffi declarations.
+    """
+
+    forward: str
+    backward: str
+    constants_grad: Optional[str]
+    problem: Optional[str]
+    source: str
+    cdef: str
+
+
+def row_function_names(key: str, dtype: str) -> Tuple[str, str]:
+    """(forward, backward) C names of a structure's row functions.
+
+    96 bits of the SHA-256 key keep names unique within any realistic module
+    while staying readable.
+    """
+    tag = DTYPES[check_dtype(dtype)][1]
+    return f"hs_{key[:24]}_{tag}_fwd", f"hs_{key[:24]}_{tag}_bwd"
+
+
+def constants_grad_function_name(key: str, dtype: str) -> str:
+    """C name of a structure's constants-gradient row function."""
+    return f"hs_{key[:24]}_{DTYPES[check_dtype(dtype)][1]}_cgrad"
+
+
+def render_rows(structure: Structure, dtype: str, usage: PrintedUsage) -> StructureRows:
+    """The row functions of ``structure`` (its constant derivatives are derived here when it has slots)."""
+    ctype = DTYPES[check_dtype(dtype)][0]
+    fwd, bwd = row_function_names(structure.key, dtype)
+    forward = _row_function(structure, fwd, bind_structure(structure, structure.expr), dtype, usage, grad=False)
+    backward = render_backward(structure, dtype, usage, _row_function)
+    cdef = [f"void {name}({CDEF_PARAMS.format(T=ctype)});" for name in (fwd, bwd)]
+    if backward.constants_grad:
+        cdef.append(f"void {backward.constants_grad}({CGRAD_CDEF_PARAMS.format(T=ctype)});")
+    return StructureRows(fwd, bwd, backward.constants_grad, backward.problem,
+                         "\n".join(filter(None, [forward, backward.source])), "\n".join(cdef) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backward:
+    """A structure's backward and constants-gradient functions, from one lowering."""
+
+    source: str
+    """Both definitions (the second only with ``constants_grad``)."""
+    constants_grad: Optional[str]
+    """Name of the constants-gradient function, if one was made."""
+    problem: Optional[str]
+    """Why a structure with constants has none."""
+
+
+def render_backward(structure: Structure, dtype: str, usage: PrintedUsage,
+                    render: Callable[..., str]) -> Backward:
+    """The backward and, with constants, the constants-gradient function (any target).
+
+    ``render(structure, name, body, dtype, usage, grad=..., cgrad=...)`` prints one
+    function. Both are printed from the lowering of the input derivative together
+    with the constant derivatives (the backward keeping only what it needs), so both
+    compute ``out`` with the same operations. A constant derivative that cannot be
+    made or printed leaves the backward alone and is reported as ``problem``.
+    """
+    bwd = row_function_names(structure.key, dtype)[1]
+    grad = structure.mode == ACTIVATION
+    name, cgrad, problem, joint = None, "", None, None
+    if structure.n_slots:
+        try:
+            joint = bind_structure(structure, structure.derivative, *structure.constant_derivatives)
+            name = constants_grad_function_name(structure.key, dtype)
+            cgrad = render(structure, name, joint, dtype, usage, grad=grad, cgrad=True)
+        except (FormulaParsingError, UnsupportedExpressionError) as exc:
+            # The layer still runs; only asking for its constants' gradient is an error.
+            name, joint, problem = None, None, str(exc)
+    body = bind_structure(structure, structure.derivative) if joint is None else _first_result(joint)
+    backward = render(structure, bwd, body, dtype, usage, grad=grad, cgrad=False)
+    return Backward("\n".join(filter(None, [backward, cgrad])), name, problem)
+
+
+def span_sum_helper(dtype: str) -> str:
+    """C of ``hs_span_sum_<tag>(terms, n)``: the sum of ``n <= SPAN_ELEMENTS`` terms in double.
+
+    Element ``i`` goes to lane ``i % SUM_LANES``; the lanes are added in a fixed
+    tree. The order is this text's, so every compiler, vector width and alignment
+    gives the same bits (GCC vectorises the lanes without reassociating anything).
+    """
+    ctype, tag = DTYPES[check_dtype(dtype)]
+    lanes = SUM_LANES
+    tree = [f"lane[{i}]" for i in range(lanes)]
+    while len(tree) > 1:
+        tree = [f"({tree[i]} + {tree[i + 1]})" for i in range(0, len(tree), 2)]
+    return "\n".join([
+        # Called, not inlined: one copy per module instead of one per constant of every
+        # function halves the extra compile time; a call per 128 terms costs nothing.
+        "#ifndef HS_NOINLINE",
+        "#  if defined(_MSC_VER)",
+        "#    define HS_NOINLINE __declspec(noinline)",
+        "#  elif defined(__GNUC__) || defined(__clang__)",
+        "#    define HS_NOINLINE __attribute__((noinline))",
+        "#  else",
+        "#    define HS_NOINLINE",
+        "#  endif",
+        "#endif",
+        f"static HS_NOINLINE double hs_span_sum_{tag}(const {ctype} *HS_RESTRICT terms, int64_t n)",
+        "{",
+        f"    double lane[{lanes}] = {{{', '.join(['0.0'] * lanes)}}};",
+        "    int64_t i = 0;",
+        "    int l;",
+        f"    for (; i + {lanes} <= n; i += {lanes})",
+        f"        for (l = 0; l < {lanes}; ++l)",
+        "            lane[l] += (double)terms[i + l];",
+        "    for (l = 0; i + l < n; ++l)",
+        "        lane[l] += (double)terms[i + l];",
+        f"    return {tree[0][1:-1]};",
+        "}",
+    ]) + "\n"
+
+
+def _first_result(body: Body) -> Body:
+    """``body`` computing only its first result: the temporaries that one needs, in order."""
+    lowered = body.lowered
+    needed = set(lowered.results[0].free_symbols)
+    kept: List[Tuple[sp.Symbol, sp.Basic]] = []
+    for temp, value in reversed(lowered.temps):
+        if temp in needed:
+            kept.append((temp, value))
+            needed |= value.free_symbols
+    first = Lowered(tuple(reversed(kept)), lowered.results[:1])
+    return Body(first, frozenset(first.free_symbols()), body.inputs, body.slots)
+
+
+def _row_function(structure: Structure, name: str, body: Body, dtype: str, usage: PrintedUsage,
+                  *, grad: bool, cgrad: bool = False) -> str:
+    ctype = DTYPES[dtype][0]
+    # GCC fuses sin(u) and cos(u) into one sincos() call, which it cannot
+    # vectorise; calling them through non-builtin aliases keeps them apart.
+    # Only then: a non-builtin call under a Piecewise condition is not
+    # if-converted, whereas the builtin is.
+    aliased = _SIN_COS if sin_cos_pairs(body.lowered) else frozenset()
+    printer = CPrinter(dtype, body.symbol_names(), aliased_math=aliased, usage=usage)
+
+    read = {INPUT_POINTERS[body.inputs[v]] for v in body.used if v in body.inputs}
+    if grad:
+        read.add("g")
+    params = CGRAD_PARAMS if cgrad else ROW_PARAMS
+    lines = [f"void {name}({params.format(T=ctype)})", "{"]
+    used_slots = [s for s in structure.slots if s in body.used]
+    lines += [f"    const {ctype} {body.slots[s]} = ({ctype})p[{s.name[1:]}];" for s in used_slots]
+    unread = [ptr for ptr in ("a", "b", "g") if ptr not in read]
+    if not used_slots:
+        unread.append("p")
+    if unread:
+        lines.append("    " + " ".join(f"(void){ptr};" for ptr in unread))
+    if cgrad:
+        lines += _span_loops(printer, body, ctype, DTYPES[dtype][1], grad)
+    else:
+        lines += ["    HS_SIMD_LOOP", "    for (int64_t i = 0; i < n; ++i) {"]
+        lines += element_body(printer, body, ctype, grad)
+        lines += ["    }"]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def _span_loops(printer: CPrinter, body: Body, ctype: str, tag: str, grad: bool) -> List[str]:
+    """The constants-gradient loops: per span, ``out`` and every slot's terms, then their sums."""
+    terms: Sequence[sp.Basic] = body.lowered.results[1:]
+    span = SPAN_ELEMENTS
+    lines = [f"    {ctype} dp{k}[{span}];" for k in range(len(terms))]
+    lines += [f"    for (int64_t s = 0; s < n; s += {span}) {{",
+              f"        const int64_t end = n - s < {span} ? n : s + {span};",
+              "        HS_SIMD_LOOP",
+              "        for (int64_t i = s; i < end; ++i) {"]
+    *statements, store_out = element_body(printer, body, ctype, grad)
+    lines += ["    " + line for line in statements]
+    for k, term in enumerate(terms):
+        value = printer.expression(term)
+        lines.append(f"            dp{k}[i - s] = g[i]*({value});" if grad else f"            dp{k}[i - s] = {value};")
+    lines += ["    " + store_out, "        }"]  # last: every read of this element comes before
+    lines += [f"        cg[{k}] = hs_span_sum_{tag}(dp{k}, end - s);" for k in range(len(terms))]
+    lines += [f"        cg += {len(terms)};", "    }"]
+    return lines
