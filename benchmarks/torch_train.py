@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import importlib.util
 import json
 import os
 import platform
@@ -122,6 +124,7 @@ class Layer:
                 for k in range(8) for name in FORMULAS[k][1]]
 
 
+@functools.lru_cache(maxsize=None)
 def _torch_module_class():
     import torch
     from torch import nn
@@ -173,14 +176,8 @@ def _torch_module_class():
     return TorchHetero
 
 
-class _Lazy:
-    cls = None
-
-
-def TorchHetero(layer: Layer, arrangement: str):  # noqa: N802 - a class, built once torch is imported
-    if _Lazy.cls is None:
-        _Lazy.cls = _torch_module_class()
-    return _Lazy.cls(layer, arrangement)
+def TorchHetero(layer: Layer, arrangement: str):  # noqa: N802 - a class, defined once torch is imported
+    return _torch_module_class()(layer, arrangement)
 
 
 # -- contenders ------------------------------------------------------------------------------
@@ -189,7 +186,7 @@ class Contender:
 
     def __init__(self, name: str, module, constants_grad: Callable, compiled: bool = False):
         self.name, self.module, self.compiled = name, module, compiled
-        self.params = [p for p in module.parameters()]
+        self.params = list(module.parameters())
         self.constants_grad = constants_grad  # () -> list of tensors, one per (formula, constant)
         self.first_step_s: Optional[float] = None
 
@@ -217,9 +214,7 @@ def contenders_for(layer: Layer, device: str, with_python: bool) -> List[Contend
             grads = (lambda m=module: [p.grad for p in m.consts])
             label = f"PyTorch {'compile' if compiled else 'eager'}" + ("" if layer.blocked else f" ({arrangement})")
             run = torch.compile(module, dynamic=False) if compiled else module
-            contender = Contender(label, run, grads, compiled)
-            contender.params = list(module.parameters())
-            result.append(contender)
+            result.append(Contender(label, run, grads, compiled))
     return result
 
 
@@ -382,6 +377,32 @@ def own_cpu_seconds() -> float:
     return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
+class OtherLoad:
+    """The share of the machine's CPU time that other processes kept busy since ``start()``.
+
+    On a 2-core machine another busy process ruins any multi-threaded timing: each OpenMP
+    region waits for the thread that lost its core (PyTorch eager, dozens of regions per
+    step, suffers most). The run says so rather than print such figures unmarked.
+    """
+
+    def __init__(self):
+        self.start()
+
+    def start(self) -> None:
+        self.ticks, self.own = cpu_ticks(), own_cpu_seconds()
+
+    def fraction(self) -> float:
+        (busy0, total0), (busy1, total1) = self.ticks, cpu_ticks()
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        others = (busy1 - busy0) / hz - (own_cpu_seconds() - self.own)
+        return max(others, 0.0) / max((total1 - total0) / hz, 1e-9)
+
+    def note(self) -> str:
+        share = self.fraction()
+        warning = " -- too busy for multi-threaded figures: rerun, or use --threads 1" if share > 0.1 else ""
+        return f"other processes kept {share * 100:.0f}% of the CPU time busy{warning}"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
@@ -406,10 +427,9 @@ def main(argv=None) -> None:
         torch._dynamo.config.recompile_limit = 64  # one compiled graph per case: never fall back to eager
         devices = ["cpu"]
         if torch.cuda.is_available():
-            try:
-                import cupy  # noqa: F401
+            if importlib.util.find_spec("cupy") is not None:
                 devices.append("cuda")
-            except ImportError:
+            else:
                 print("CUDA is available but CuPy is not: the GPU cases are skipped")
         machine = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                    "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
@@ -417,29 +437,28 @@ def main(argv=None) -> None:
               f"step = forward + backward (input and constants' gradients); float32; "
               f"'compile/this' and 'eager/this' are speed-ups over the faster PyTorch formulation")
         start = time.perf_counter()
-        built = time.perf_counter()
         Layer(1024, False).hetero("CPU_JIT")  # the cold kernel build, once for every case
-        build_s = time.perf_counter() - built
-        print(f"HeteroActivation of the 8 formulas, cold kernel cache (gcc): {build_s:.2f} s to construct")
-        busy0, total0 = cpu_ticks()
-        own0 = own_cpu_seconds()
+        build_s = time.perf_counter() - start
+        print(f"HeteroActivation of the 8 formulas, cold kernel cache (gcc): {build_s:.2f} s to construct\n")
+        whole, load = OtherLoad(), OtherLoad()
         sizes = [(1024, 1024), (1, 32)] if args.quick else list(SIZES)
         cases = []
         for device in devices:
             for batch, features in sizes:
                 for blocked in ((False,) if args.quick and features > 32 else (False, True)):
+                    load.start()
                     cases.append(activation_case(batch, features, blocked, device, repeats,
                                                  with_python=device == "cpu"))
-                    print()
+                    cases[-1]["others_busy_fraction"] = load.fraction()
+                    print(f"  ({load.note()})\n")
+        load.start()
         mlp = mlp_case(repeats)
-        busy1, total1 = cpu_ticks()
-        ticks = os.sysconf("SC_CLK_TCK")
-        others = ((busy1 - busy0) / ticks - (own_cpu_seconds() - own0)) / max((total1 - total0) / ticks, 1e-9)
-        print(f"\n{time.perf_counter() - start:.0f} s; other processes kept {max(others, 0) * 100:.0f}% "
-              f"of the machine's CPU time busy meanwhile (load average {os.getloadavg()[0]:.1f})")
+        mlp["others_busy_fraction"] = load.fraction()
+        print(f"  ({load.note()})")
+        print(f"\n{time.perf_counter() - start:.0f} s in all; {whole.note()}")
         if args.json:
             text = json.dumps({"machine": machine, "cold_build_seconds": build_s, "repeats": repeats,
-                               "cases": cases, "mlp": mlp, "others_busy_fraction": others}, indent=1)
+                               "cases": cases, "mlp": mlp, "others_busy_fraction": whole.fraction()}, indent=1)
             if args.json == "-":
                 print(text)
             else:
