@@ -59,4 +59,4 @@ class HeteroActivation(HeteroModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``f_j(x[..., j])`` for every node ``j``: a new tensor of ``x``'s shape."""
         self._check("x", x, self.n_nodes)
-        return ops.activation(x, self.all_constants(), self._layer_id)
+        return ops.call_activation(x, self.all_constants(), self._layer_id)

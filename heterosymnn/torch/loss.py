@@ -59,7 +59,7 @@ class HeteroLoss(HeteroModule):
                              f"they must match (no broadcasting): reshape or expand y_true")
         if y_true.requires_grad:
             raise ValueError("heterosymnn losses give no gradient with respect to y_true: pass y_true.detach()")
-        losses = ops.loss(y_pred, y_true, self.all_constants(), self._layer_id)
+        losses = ops.call_loss(y_pred, y_true, self.all_constants(), self._layer_id)
         if self.reduction == "mean":
             return losses.mean()
         if self.reduction == "sum":

@@ -60,3 +60,37 @@ def test_compiled_model_matches_eager(backend):
     for got, expected in zip(compiled, eager):
         torch.testing.assert_close(got, expected)
     assert np.all(np.isfinite(compiled[1].numpy())) and compiled[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_eager_calls_take_the_cheap_path_with_the_same_gradients(method):
+    """Eager mode runs an autograd.Function (no operator dispatch); its values and gradients are
+    the custom operator's, and it refuses a double backward as the operator does."""
+    layer = HeteroActivation(WITH_CONSTANTS, method=method, dtype=torch.float64, strict=True)
+    x = tensor(away_from_kinks((4, len(WITH_CONSTANTS)), seed=3), requires_grad=True)
+    constants = layer.constants.detach().clone().requires_grad_(True)
+    eager = ops.call_activation(x, constants, layer._layer_id)
+    assert "EagerActivation" in type(eager.grad_fn).__name__
+    assert torch.autograd.gradcheck(lambda x, c: ops.call_activation(x, c, layer._layer_id), (x, constants))
+    grad = torch.randn_like(eager)
+    by_function = torch.autograd.grad(eager, (x, constants), grad)
+    by_operator = torch.autograd.grad(ops.activation(x, constants, layer._layer_id), (x, constants), grad)
+    for first, second in zip(by_function, by_operator):
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+    # A gradient of a gradient is refused, never silently wrong.
+    gx, = torch.autograd.grad((ops.call_activation(x, constants, layer._layer_id) ** 2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice a function that was marked with @once_differentiable"):
+        gx.sum().backward()
+    assert "EagerActivation" in type(layer(x).grad_fn).__name__  # the module's own calls
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_eager_loss_calls_match_the_operator(method):
+    loss = HeteroLoss(LOSSES, method=method, dtype=torch.float64, strict=True)
+    y_pred = tensor(away_from_kinks((5, len(LOSSES)), seed=4), requires_grad=True)
+    y_true = tensor(away_from_kinks((5, len(LOSSES)), seed=5))
+    constants = loss.constants.detach().clone().requires_grad_(True)
+    eager = ops.call_loss(y_pred, y_true, constants, loss._layer_id)
+    assert "EagerLoss" in type(eager.grad_fn).__name__
+    assert torch.autograd.gradcheck(lambda p, c: ops.call_loss(p, y_true, c, loss._layer_id).sum(),
+                                    (y_pred, constants))
