@@ -7,10 +7,13 @@ function tables and constants are prepared once, so a call costs little more
 than the C function itself. The constants' gradient (a third function table,
 ``hs_run_cgrad_*``) and the features-last layout (``hs_run_fl_*``) are other
 entries of the same driver; the plain nodes-first calls stay as short as before.
+The constants-gradient functions are found or built on the first call asking for
+them (inference and neuroevolution never pay for them).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -19,7 +22,7 @@ from ..config import settings
 from ..errors import FormulaParsingError
 from ..symbolic.plan import LayerPlan
 from .base import CPU_JIT
-from .cpu_modules import RowFunctions, build_module, ensure_structures
+from .cpu_modules import ConstantsGradFunction, RowFunctions, build_module, ensure_constants_grad, ensure_structures
 
 _CTYPES = {"float32": "float *", "float64": "double *"}
 
@@ -31,7 +34,8 @@ class CffiKernels:
     array_module = np
 
     def __init__(self, plan: LayerPlan, rows: Dict[str, RowFunctions], runtime: Any, runtime_source: Any,
-                 dtype: str, params: np.ndarray):
+                 dtype: str, params: np.ndarray,
+                 constants_grad_for: Optional[Callable[[Any], Dict[str, ConstantsGradFunction]]] = None):
         self._ffi = ffi = runtime.ffi
         self._run = getattr(runtime.lib, runtime_source.run_name)
         self._run_cgrad = getattr(runtime.lib, runtime_source.cgrad_name)
@@ -43,22 +47,42 @@ class CffiKernels:
         n = self._rows = plan.n_nodes
         self._forward_table = ffi.new(f"{fn_type}[]", n)
         self._backward_table = ffi.new(f"{fn_type}[]", n)
-        self._cgrad_table = ffi.new(f"{runtime_source.cgrad_fn_type}[]", n)  # NULL: a node without constants
-        self._cgrad_problem: Optional[str] = None
         for node, index in enumerate(plan.node_structure):
             functions = rows[plan.structure_keys[index]]
             self._forward_table[node] = _foreign_function(ffi, fn_type, functions.module, functions.forward)
             self._backward_table[node] = _foreign_function(ffi, fn_type, functions.module, functions.backward)
-            if functions.constants_grad:
-                self._cgrad_table[node] = _foreign_function(ffi, runtime_source.cgrad_fn_type, functions.module,
-                                                            functions.constants_grad)
-            elif plan.structure_slots[index] and self._cgrad_problem is None:
-                why = functions.constants_grad_problem or "its constants-gradient function was not built"
-                self._cgrad_problem = f"node {node}: {why}"
+        # Built on the first call with constants_grad: (table, problem, modules), one attribute store.
+        self._plan, self._cgrad_fn_type, self._constants_grad_for = plan, runtime_source.cgrad_fn_type, constants_grad_for
+        self._cgrad: Optional[Tuple[Any, Optional[str], Any]] = None
+        self._cgrad_lock = threading.Lock()
         self._offsets = plan.constant_offsets()
         self._offsets_pointer = ffi.from_buffer("int64_t[]", self._offsets)
         self._modules = {id(f.module): f.module for f in rows.values()}  # keep them alive
         self.update_params(params)
+
+    def _constants_grad_table(self) -> Tuple[Any, Optional[str], Any]:
+        """(cgrad table, problem or None, modules kept alive), found or built on first use."""
+        with self._cgrad_lock:
+            if self._cgrad is not None:
+                return self._cgrad
+            plan, ffi = self._plan, self._ffi
+            keys = [key for key, slots in zip(plan.structure_keys, plan.structure_slots) if slots]
+            functions = self._constants_grad_for(keys) if keys and self._constants_grad_for else {}
+            table = ffi.new(f"{self._cgrad_fn_type}[]", self._rows)  # NULL: a node without constants
+            problem: Optional[str] = None
+            for node, index in enumerate(plan.node_structure):
+                if not plan.structure_slots[index]:
+                    continue
+                function = functions.get(plan.structure_keys[index])
+                if function is not None and function.name:
+                    table[node] = _foreign_function(ffi, self._cgrad_fn_type, function.module, function.name)
+                elif problem is None:
+                    why = (function.problem if function is not None else None) or \
+                        "its constants-gradient function was not built"
+                    problem = f"node {node}: {why}"
+            modules = {id(f.module): f.module for f in functions.values() if f.module is not None}
+            self._cgrad = state = (table, problem, modules)
+            return state
 
     def update_params(self, params: np.ndarray) -> None:
         # The compiler never writes ``params`` after this (it swaps in a new array instead).
@@ -94,9 +118,12 @@ class CffiKernels:
             return
         cg_table, offsets, cgrad = ffi.NULL, ffi.NULL, ffi.NULL
         if constants_grad is not None:
-            if self._cgrad_problem is not None:
-                raise FormulaParsingError(f"the constants' gradient cannot be computed: {self._cgrad_problem}")
-            cg_table, offsets = self._cgrad_table, self._offsets_pointer
+            state = self._cgrad  # one read; None until the first such call built it
+            if state is None:
+                state = self._constants_grad_table()
+            if state[1] is not None:
+                raise FormulaParsingError(f"the constants' gradient cannot be computed: {state[1]}")
+            cg_table, offsets = state[0], self._offsets_pointer
             cgrad = ffi.from_buffer("double[]", constants_grad)
         run = self._run_features_last if features_last else self._run_cgrad
         _check(run(self._backward_table, cg_table, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a),
@@ -128,4 +155,8 @@ def build(layer: Any, dtype: str, params: np.ndarray, device_id: int = 0) -> Cff
                            toolchain, dtype, functions=0)
     plan = layer.plan
     rows = ensure_structures(cache, plan.structure_keys, toolchain, dtype, layer.structures_for)
-    return CffiKernels(plan, rows, runtime, runtime_source, dtype, params)
+
+    def constants_grad_for(keys):
+        return ensure_constants_grad(cache, keys, toolchain, dtype, layer.structures_for)
+
+    return CffiKernels(plan, rows, runtime, runtime_source, dtype, params, constants_grad_for)

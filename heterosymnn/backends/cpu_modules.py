@@ -6,6 +6,12 @@ module that holds its row functions. All structures missing for one layer are
 compiled together (one compiler run, or a few in parallel when there are
 many), so a layer whose functions are all known loads without any compiler
 call, and a layer adding one new function compiles just that one.
+
+The constants-gradient functions (training only) are not part of that build:
+:func:`ensure_constants_grad` builds them, on the first call asking for the
+constants' gradient, in modules of their own, under records of their own kind
+("c-structure-cgrad"), so inference and neuroevolution never derive with respect
+to the constants nor compile those functions.
 """
 from __future__ import annotations
 
@@ -43,9 +49,18 @@ class RowFunctions:
     forward: str
     backward: str
     constants_grad: Optional[str] = None
-    """The backward with constants' gradient; None without constants, or see ``constants_grad_problem``."""
+    """Unused since the constants' gradient is built lazily (see :class:`ConstantsGradFunction`)."""
     constants_grad_problem: Optional[str] = None
-    """Why a structure with constants has none (its derivative for a constant failed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantsGradFunction:
+    """Where a structure's constants-gradient row function lives (structures with constants)."""
+
+    module: Any  # the loaded cffi extension module, or None with ``problem``
+    name: Optional[str]
+    problem: Optional[str] = None
+    """Why it has none (its derivative for a constant could not be made or printed)."""
 
 
 def _compile_args(toolchain: Toolchain) -> Tuple[str, ...]:
@@ -61,6 +76,11 @@ def _key(kind: str, source: str, toolchain: Toolchain, dtype: str) -> str:
 def structure_entry_key(structure_key: str, toolchain: Toolchain, dtype: str) -> str:
     """Cache key of one structure's record (computable without SymPy or source)."""
     return _key("c-structure", f"structure:{structure_key}", toolchain, dtype)
+
+
+def constants_grad_entry_key(structure_key: str, toolchain: Toolchain, dtype: str) -> str:
+    """Cache key of one structure's constants-gradient record (computable without SymPy)."""
+    return _key("c-structure-cgrad", f"structure:{structure_key}", toolchain, dtype)
 
 
 def load_extension(cache: KernelCache, module_key: str) -> Optional[Any]:
@@ -151,13 +171,27 @@ def _row_functions(cache: KernelCache, fields: Mapping[str, Any]) -> Optional[Ro
     module = load_extension(cache, module_key)
     if module is None:
         return None
-    cgrad, problem = fields.get("constants_grad"), fields.get("constants_grad_problem")
-    if not (cgrad is None or isinstance(cgrad, str)) or not (problem is None or isinstance(problem, str)):
-        raise DamagedRecord("its record's constants_grad fields are not names")
-    if not all(hasattr(module.lib, name) for name in (forward, backward, cgrad) if name is not None):
+    if not all(hasattr(module.lib, name) for name in (forward, backward)):
         # meta.json is not checksummed: an edited record must not reach the C call.
-        raise DamagedRecord(f"its module has no function {forward!r}, {backward!r} or {cgrad!r}")
-    return RowFunctions(module, forward, backward, cgrad, problem)
+        raise DamagedRecord(f"its module has no function {forward!r} or {backward!r}")
+    return RowFunctions(module, forward, backward)
+
+
+def _constants_grad_function(cache: KernelCache, fields: Mapping[str, Any]) -> Optional[ConstantsGradFunction]:
+    """The constants-gradient function a record names, or None when its module is gone."""
+    module_key, name, problem = (fields.get(f) for f in ("module", "constants_grad", "constants_grad_problem"))
+    if name is None:
+        if not isinstance(problem, str):
+            raise DamagedRecord("its record names neither a function nor why there is none")
+        return ConstantsGradFunction(None, None, problem)
+    if not (_is_key(module_key) and isinstance(name, str)):
+        raise DamagedRecord("its record does not name a module and a function")
+    module = load_extension(cache, module_key)
+    if module is None:
+        return None
+    if not hasattr(module.lib, name):
+        raise DamagedRecord(f"its module has no function {name!r}")
+    return ConstantsGradFunction(module, name)
 
 
 def _is_key(value: Any) -> bool:
@@ -185,27 +219,67 @@ def ensure_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolch
     return {structure_of[key]: functions for key, functions in rows.items()}
 
 
+def ensure_constants_grad(cache: KernelCache, keys: Sequence[str], toolchain: Toolchain, dtype: str,
+                          structures_for: Callable[[Sequence[str]], Sequence[Any]]
+                          ) -> Dict[str, ConstantsGradFunction]:
+    """Constants-gradient functions of the structures ``keys`` (all with constants), compiling
+    the missing ones together; ``structures_for`` is only called when something is missing."""
+    structure_of = {constants_grad_entry_key(key, toolchain, dtype): key for key in keys}
+
+    def build_missing(record_keys: List[str]) -> Dict[str, Dict[str, Any]]:
+        fields = _compile_constants_grad(cache, [structure_of[k] for k in record_keys], toolchain, dtype,
+                                         structures_for)
+        return {constants_grad_entry_key(key, toolchain, dtype): value for key, value in fields.items()}
+
+    found = cache.resolve(list(structure_of), lambda key, fields: _constants_grad_function(cache, fields),
+                          build_missing)
+    return {structure_of[key]: function for key, function in found.items()}
+
+
 def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: str,
              structures_for: Callable[[Sequence[str]], Sequence[Any]]) -> Dict[str, Dict[str, Any]]:
+    """Compile the forward and backward of the structures ``missing`` (see :func:`_build`)."""
+    return _build(cache, missing, toolchain, dtype, structures_for, constants_grad=False)
+
+
+def _build(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: str,
+           structures_for: Callable[[Sequence[str]], Sequence[Any]], constants_grad: bool) -> Dict[str, Dict[str, Any]]:
     """Compile the structures ``missing`` (in one compiler run, or a few in parallel when there
-    are many); the record fields of each, by structure key."""
-    from ..codegen.c_source import render_c_module  # SymPy-based: only when compiling
+    are many); the record fields of each, by structure key. ``constants_grad``: their
+    constants-gradient functions instead of their forward and backward."""
+    from ..codegen import c_source  # SymPy-based: only when compiling
 
     structures = list(structures_for(missing))
     n_builds = max(1, math.ceil(len(structures) / FUNCTIONS_PER_BUILD))
     groups = [structures[i::n_builds] for i in range(n_builds)]
 
     def build_group(group: Sequence[Any]) -> Dict[str, Dict[str, Any]]:
-        generated = render_c_module(group, dtype)
+        if constants_grad:
+            return build_constants_grad_group(group)
+        generated = c_source.render_c_module(group, dtype, constants_grad=False)  # built lazily
         build_module(cache, "c-module", "_hsnn_rows", generated.source, generated.cdef,
                      toolchain, dtype, functions=len(group))
         module_key = _key("c-module", generated.source, toolchain, dtype)
         return {structure.key: {"kind": "c-structure", "module": module_key,
                                 "forward": generated.functions[structure.key][0],
-                                "backward": generated.functions[structure.key][1],
-                                "constants_grad": generated.constants_grad.get(structure.key),
-                                "constants_grad_problem": generated.constants_grad_problems.get(structure.key)}
+                                "backward": generated.functions[structure.key][1]}
                 for structure in group}
+
+    def build_constants_grad_group(group: Sequence[Any]) -> Dict[str, Dict[str, Any]]:
+        generated = c_source.render_c_module(group, dtype, rows=False, constants_grad=True)
+        module_key = None
+        if generated.constants_grad:  # none when every structure's derivative failed
+            build_module(cache, "c-cgrad-module", "_hsnn_cgrad", generated.source, generated.cdef,
+                         toolchain, dtype, functions=len(generated.constants_grad))
+            module_key = _key("c-cgrad-module", generated.source, toolchain, dtype)
+        fields = {}
+        for structure in group:
+            name = generated.constants_grad.get(structure.key)
+            fields[structure.key] = {
+                "kind": "c-structure-cgrad", "module": module_key if name else None, "constants_grad": name,
+                "constants_grad_problem": None if name else generated.constants_grad_problems.get(
+                    structure.key, "its constants-gradient function was not made")}
+        return fields
 
     start = time.perf_counter()
     result: Dict[str, Dict[str, Any]] = {}
@@ -215,8 +289,15 @@ def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 2)) as pool:
             for fields in pool.map(build_group, groups):
                 result.update(fields)
-    log.info("compiled %d new function(s) in %.2f s", len(structures), time.perf_counter() - start)
+    log.info("compiled %d new %sfunction(s) in %.2f s", len(structures),
+             "constants-gradient " if constants_grad else "", time.perf_counter() - start)
     return result
+
+
+def _compile_constants_grad(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: str,
+                            structures_for: Callable[[Sequence[str]], Sequence[Any]]) -> Dict[str, Dict[str, Any]]:
+    """The constants-gradient functions of ``missing`` (see :func:`_compile`)."""
+    return _build(cache, missing, toolchain, dtype, structures_for, constants_grad=True)
 
 
 def _remove_tree(path: Path) -> None:

@@ -19,10 +19,12 @@ span buffer; :func:`span_sum_helper` then adds the buffer up in an order this
 text fixes (8 double lanes, then a fixed tree), never the vectoriser or the
 pointers' alignment, so a span's sum is the same bits wherever the span sits.
 
-The backward of a structure with constants is printed from the same lowering
-as its constants-gradient function (input derivative and constant derivatives
-lowered together, so they share subexpressions), keeping only the temporaries
-it needs: both compute ``out[i]`` with the same operations, bit for bit.
+The constants-gradient function is rendered on its own (CPU_JIT builds it lazily,
+on the first call asking for the constants' gradient, so the default build never
+derives with respect to the constants): it computes ``out[i]`` from the backward's
+own lowering (the same temporaries and operations, so the same bits) and the terms
+from a separate lowering of the constant derivatives (temporaries ``u<i>``).
+(:func:`render_backward`, used by CUDA, still prints both from one joint lowering.)
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from heterosymnn.codegen.c_printer import CPrinter
 from heterosymnn.codegen.c_runtime import SPAN_ELEMENTS
 from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
 from heterosymnn.codegen.lowering import (
-    INPUT_POINTERS, Body, Lowered, bind_structure, element_body, sin_cos_pairs,
+    INPUT_POINTERS, Body, Lowered, bind_structure, element_body, lower, sin_cos_pairs,
 )
 from heterosymnn.errors import FormulaParsingError
 from heterosymnn.symbolic.structure import ACTIVATION, Structure
@@ -94,17 +96,63 @@ def constants_grad_function_name(key: str, dtype: str) -> str:
     return f"hs_{key[:24]}_{DTYPES[check_dtype(dtype)][1]}_cgrad"
 
 
-def render_rows(structure: Structure, dtype: str, usage: PrintedUsage) -> StructureRows:
-    """The row functions of ``structure`` (its constant derivatives are derived here when it has slots)."""
+def render_rows(structure: Structure, dtype: str, usage: PrintedUsage, *, rows: bool = True,
+                constants_grad: bool = True) -> StructureRows:
+    """The row functions of ``structure``.
+
+    ``rows``: the forward and backward. ``constants_grad``: with slots, the
+    constants-gradient function (its constant derivatives are derived only then; a
+    failure is reported as ``problem``). The names are returned either way.
+    """
     ctype = DTYPES[check_dtype(dtype)][0]
     fwd, bwd = row_function_names(structure.key, dtype)
-    forward = _row_function(structure, fwd, bind_structure(structure, structure.expr), dtype, usage, grad=False)
-    backward = render_backward(structure, dtype, usage, _row_function)
-    cdef = [f"void {name}({CDEF_PARAMS.format(T=ctype)});" for name in (fwd, bwd)]
-    if backward.constants_grad:
-        cdef.append(f"void {backward.constants_grad}({CGRAD_CDEF_PARAMS.format(T=ctype)});")
-    return StructureRows(fwd, bwd, backward.constants_grad, backward.problem,
-                         "\n".join(filter(None, [forward, backward.source])), "\n".join(cdef) + "\n")
+    sources: List[str] = []
+    cdef: List[str] = []
+    if rows:
+        grad = structure.mode == ACTIVATION
+        sources.append(_row_function(structure, fwd, bind_structure(structure, structure.expr), dtype, usage,
+                                     grad=False))
+        sources.append(_row_function(structure, bwd, bind_structure(structure, structure.derivative), dtype,
+                                     usage, grad=grad))
+        cdef += [f"void {name}({CDEF_PARAMS.format(T=ctype)});" for name in (fwd, bwd)]
+    name, problem = None, None
+    if constants_grad and structure.n_slots:
+        name, source, problem = render_constants_grad(structure, dtype, usage)
+        if name:
+            sources.append(source)
+            cdef.append(f"void {name}({CGRAD_CDEF_PARAMS.format(T=ctype)});")
+    return StructureRows(fwd, bwd, name, problem, "\n".join(sources), "".join(c + "\n" for c in cdef))
+
+
+def render_constants_grad(structure: Structure, dtype: str,
+                          usage: PrintedUsage) -> Tuple[Optional[str], str, Optional[str]]:
+    """(name, source, problem) of the constants-gradient function of a structure with slots.
+
+    ``out`` comes from the backward's own lowering (bit for bit the backward's), the
+    terms from a separate lowering of the constant derivatives. A constant derivative
+    that cannot be made or printed gives ``(None, "", why)``.
+    """
+    grad = structure.mode == ACTIVATION
+    try:
+        backward = bind_structure(structure, structure.derivative)
+        terms = lower(list(structure.constant_derivatives), prefix="u")
+        lowered = Lowered(backward.lowered.temps + terms.temps, backward.lowered.results + terms.results)
+        used = lowered.free_symbols()
+        unknown = used - set(backward.inputs) - set(backward.slots)
+        if unknown:
+            raise ValueError(f"structure {structure.key[:12]}: unexpected symbols {sorted(map(str, unknown))}")
+        body = Body(lowered, frozenset(used), backward.inputs, backward.slots)
+        name = constants_grad_function_name(structure.key, dtype)
+        # Printed into a scratch usage first: a failure must not leave its helpers behind.
+        scratch = PrintedUsage()
+        source = _row_function(structure, name, body, dtype, scratch, grad=grad, cgrad=True)
+    except (FormulaParsingError, UnsupportedExpressionError) as exc:
+        # The layer still runs; only asking for its constants' gradient is an error.
+        return None, "", str(exc)
+    usage.math |= scratch.math
+    usage.aliases.update(scratch.aliases)
+    usage.helpers |= scratch.helpers
+    return name, source, None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ values as doubles (``p[i]`` is slot ``p<i>``); they are converted once, before
 the loop, so the loop body is pure arithmetic the compiler vectorises. The
 flags it is written for are in :mod:`heterosymnn.toolchains.flags`. A structure
 with constants also gets a third, the backward with its constants' gradient in
-the same pass (see :mod:`heterosymnn.codegen.c_rows`, which renders them all).
+the same pass (see :mod:`heterosymnn.codegen.c_rows`, which renders them all);
+``render_c_module``'s ``rows``/``constants_grad`` choose which of them a module holds.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ class CModule:
     constants_grad_problems: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
+def render_c_module(structures: Sequence[Structure], dtype: str, *, rows: bool = True,
+                    constants_grad: bool = True) -> CModule:
     """Generate the C source, cffi cdef and name table for ``structures``.
 
     Parameters
@@ -79,6 +81,13 @@ def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
         Structures to compile; duplicates (same key) are emitted once.
     dtype : {"float32", "float64"}
         Element type of the kernels.
+    rows : bool
+        Emit the forward and backward row functions (``functions`` names them either way).
+    constants_grad : bool
+        Emit the constants-gradient functions of structures with constants (deriving
+        with respect to every constant). CPU_JIT's default build leaves them out and
+        builds them lazily, in a module of their own (``rows=False``), on the first
+        call that asks for the constants' gradient.
     """
     check_dtype(dtype)
     ctype = DTYPES[dtype][0]
@@ -88,7 +97,7 @@ def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
     usage = PrintedUsage()
     bodies: List[str] = []
     functions: Dict[str, Tuple[str, str]] = {}
-    constants_grad: Dict[str, str] = {}
+    grads: Dict[str, str] = {}
     problems: Dict[str, str] = {}
     cdefs: List[str] = []
     # Sorted by key: the same set of structures gives the same source (and so
@@ -97,17 +106,18 @@ def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
         if structure.mode not in INPUT_NAMES:
             raise ValueError(f"structure {key[:12]}: unknown mode {structure.mode!r}")
         try:
-            rows = render_rows(structure, dtype, usage)
+            row = render_rows(structure, dtype, usage, rows=rows, constants_grad=constants_grad)
         except UnsupportedExpressionError as exc:
             raise UnsupportedExpressionError(
                 f"structure {key[:12]} ({structure.expr}): {exc}") from exc
-        functions[key] = (rows.forward, rows.backward)
-        if rows.constants_grad:
-            constants_grad[key] = rows.constants_grad
-        if rows.problem:
-            problems[key] = rows.problem
-        bodies.append(rows.source)
-        cdefs.append(rows.cdef)
+        functions[key] = (row.forward, row.backward)
+        if row.constants_grad:
+            grads[key] = row.constants_grad
+        if row.problem:
+            problems[key] = row.problem
+        if row.source:
+            bodies.append(row.source)
+            cdefs.append(row.cdef)
     printer = CPrinter(dtype, {}, usage=usage)  # the helpers every body needs
     vector_decls = c_prelude.render_vector_declarations(
         usage.math, ctype, printer.math_name(""), usage.aliases)
@@ -116,11 +126,11 @@ def render_c_module(structures: Sequence[Structure], dtype: str) -> CModule:
         c_prelude.COMMON_PRELUDE,
         vector_decls,
         printer.helper_definitions(),
-        span_sum_helper(dtype) if constants_grad else "",
+        span_sum_helper(dtype) if grads else "",
         "\n".join(bodies),
     ]))
     return CModule(dtype=dtype, source=source, cdef="".join(cdefs),
-                   functions=functions, constants_grad=constants_grad, constants_grad_problems=problems,
+                   functions=functions, constants_grad=grads, constants_grad_problems=problems,
                    math_functions=frozenset(usage.math | set(usage.aliases.values())),
                    uses_vector_math=bool(vector_decls))
 

@@ -383,8 +383,8 @@ def broken_source(monkeypatch):
 
     real = c_source.render_c_module
 
-    def render(structures, dtype):
-        module = real(structures, dtype)
+    def render(structures, dtype, **options):
+        module = real(structures, dtype, **options)
         return dataclasses.replace(module, source=module.source + "\nint broken_by_the_test = ;\n")
 
     monkeypatch.setattr(c_source, "render_c_module", render)

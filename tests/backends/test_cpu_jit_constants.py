@@ -144,7 +144,8 @@ print(json.dumps({"grad": grad.tolist(), "builds": cache.stats().as_dict()["buil
 
 
 def test_a_warm_start_finds_the_gradient_function(fresh_cache_dir):
-    SymbolicJITCompiler([("a*sin(w*num) + b", {"a": 1.5, "w": 3.0, "b": -0.25})], "CPU_JIT", strict=True)
+    comp = SymbolicJITCompiler([("a*sin(w*num) + b", {"a": 1.5, "w": 3.0, "b": -0.25})], "CPU_JIT", strict=True)
+    _grad(comp, np.ones((1, 3), np.float32), np.ones((1, 3), np.float32))  # builds the gradient function
     env = {**os.environ, "HETEROSYMNN_CACHE_DIR": str(fresh_cache_dir),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", WARM_CHILD], env=env, capture_output=True, text=True, timeout=300)
@@ -153,3 +154,137 @@ def test_a_warm_start_finds_the_gradient_function(fresh_cache_dir):
     assert result["builds"] == 0  # rerun once if generator files were being edited meanwhile
     np.testing.assert_allclose(result["grad"], [5 * np.sin(1.5), 5 * 1.5 * 0.5 * np.cos(1.5), 5.0], rtol=1e-6)
     assert cache.stats().as_dict()["builds"] >= 1
+
+
+# -- the constants-gradient functions are built lazily ---------------------------------------
+
+_FAMILIES = {"tanh": "a*tanh(b*num) + c", "atan": "a*atan(b*num) + c", "sinh": "a*sinh(b*num) + c",
+             "cosh": "a*cosh(b*num) - c", "sin": "a*sin(b*num) - c"}
+
+
+def _lazy(fn):
+    """A layer of 4 nodes, 3 with constants, whose structures no other test uses (the structures
+    are shared by every layer in the process, and their constant derivatives with them)."""
+    return [(_FAMILIES[fn], {"a": 0.7, "b": 1.9, "c": 0.3}), "tanh", (f"k*{fn}(num)**2", {"k": 2.0}),
+            (f"m*num*{fn}(num)", {"m": 1.25})]
+
+
+LAZY = _lazy("tanh")
+
+
+def _logged(cache_dir):
+    lines = []
+    for log in Path(cache_dir).rglob("builds.jsonl"):
+        lines += [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [line for line in lines if "event" not in line]
+
+
+def test_construction_builds_no_gradient_functions(fresh_cache_dir, monkeypatch):
+    from heterosymnn.symbolic.structure import Structure
+
+    derived = []
+    original = Structure.__dict__["constant_derivatives"].func
+
+    def counting(self):
+        derived.append(self.key)
+        return original(self)
+
+    # Still a cached_property (the test below checks the instance dict too).
+    import functools
+    prop = functools.cached_property(counting)
+    prop.__set_name__(Structure, "constant_derivatives")
+    monkeypatch.setattr(Structure, "constant_derivatives", prop)
+    cache.reset_stats()
+    comp = SymbolicJITCompiler(LAZY, "CPU_JIT", strict=True)
+    z = np.linspace(-1, 1, 4 * 10, dtype=np.float32).reshape(4, 10)
+    comp.forward_kernel(z)
+    comp.backward_kernel(z, np.ones_like(z))
+    assert derived == []
+    kinds = [line["kind"] for line in _logged(fresh_cache_dir)]
+    assert "c-cgrad-module" not in kinds and "c-module" in kinds
+    assert cache.stats().as_dict()["builds"] == kinds.count("c-module") + kinds.count("c-runtime")
+    builds = cache.stats().as_dict()["builds"]
+
+    out, grad = _grad(comp, z, np.ones_like(z))  # the first call asking builds them: one module
+    assert len(derived) == len(set(derived)) == 3  # the structures with constants, once each
+    kinds = [line["kind"] for line in _logged(fresh_cache_dir)]
+    assert kinds.count("c-cgrad-module") == 1
+    assert cache.stats().as_dict()["builds"] == builds + 1
+    np.testing.assert_array_equal(out, comp.backward_kernel(z, np.ones_like(z)))
+    assert np.isfinite(grad).all()
+
+    # Later calls and a second compiler of the same (or an overlapping) layer: no build at all.
+    again = _grad(comp, z, np.ones_like(z))[1]
+    second = SymbolicJITCompiler(LAZY, "CPU_JIT", strict=True)
+    assert _grad(second, z, np.ones_like(z))[1].tobytes() == grad.tobytes() == again.tobytes()
+    subset = SymbolicJITCompiler(LAZY[2:], "CPU_JIT", strict=True)
+    _grad(subset, z[2:], np.ones_like(z[2:]))
+    assert cache.stats().as_dict()["builds"] == builds + 1
+    assert [line["kind"] for line in _logged(fresh_cache_dir)].count("c-cgrad-module") == 1
+
+
+def test_construction_leaves_constant_derivatives_uncomputed():
+    from heterosymnn.codegen.c_source import render_c_module
+    from heterosymnn.symbolic.layer import analyze
+
+    configs = _lazy("atan")
+    structures = [s for s in analyze(configs, "activation").structures if s.n_slots]
+    assert len(structures) == 3
+    assert not render_c_module(structures, "float32", constants_grad=False).constants_grad  # the backend's call
+    assert all("constant_derivatives" not in s.__dict__ for s in structures)
+    SymbolicJITCompiler(configs, "CPU_JIT", strict=True)  # the backend's default build
+    assert all("constant_derivatives" not in s.__dict__ for s in structures)
+    render_c_module(structures, "float32", rows=False)
+    assert all("constant_derivatives" in s.__dict__ for s in structures)
+
+
+def test_concurrent_first_calls_build_once(fresh_cache_dir):
+    import threading
+
+    comp = SymbolicJITCompiler(_lazy("sinh"), "CPU_JIT", dtype="float64", strict=True)
+    z = np.linspace(-1, 1, 4 * 300).reshape(4, 300)
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(_grad(comp, z, np.ones_like(z))[1].tobytes())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(results)) == 1
+    assert [line["kind"] for line in _logged(fresh_cache_dir)].count("c-cgrad-module") == 1
+
+
+NEW_PROCESS_CHILD = """
+import json, numpy as np
+from heterosymnn import SymbolicJITCompiler, cache
+configs = json.loads(%r)
+comp = SymbolicJITCompiler([tuple(c) if isinstance(c, list) else c for c in configs], "CPU_JIT", strict=True)
+z = np.linspace(-1, 1, 4 * 10, dtype=np.float32).reshape(4, 10)
+grad = np.zeros(len(comp.constant_names))
+comp.backward_kernel(z, np.ones_like(z), constants_grad=grad)
+import sys
+print(json.dumps({"grad": grad.tolist(), "builds": cache.stats().as_dict()["builds"],
+                  "sympy": "sympy" in sys.modules}))
+"""
+
+
+def test_a_new_process_reuses_the_gradient_module(fresh_cache_dir):
+    configs = _lazy("cosh")
+    comp = SymbolicJITCompiler(configs, "CPU_JIT", strict=True)
+    z = np.linspace(-1, 1, 4 * 10, dtype=np.float32).reshape(4, 10)
+    grad = _grad(comp, z, np.ones_like(z))[1]
+    env = {**os.environ, "HETEROSYMNN_CACHE_DIR": str(fresh_cache_dir),
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", NEW_PROCESS_CHILD % json.dumps(configs)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["builds"] == 0  # rerun once if generator files were being edited meanwhile
+    assert not result["sympy"]
+    np.testing.assert_array_equal(result["grad"], grad)

@@ -104,8 +104,8 @@ def _log_compiler_runs() -> None:
         context.update(toolchain=toolchain, dtype=dtype)
         return real_compile(cache, missing, toolchain, dtype, structures_for)
 
-    def render(structures, dtype):
-        module = real_render(structures, dtype)
+    def render(structures, dtype, **options):
+        module = real_render(structures, dtype, **options)
         sources[module.source] = sorted(cpu_modules.structure_entry_key(s.key, context["toolchain"], dtype)
                                         for s in structures)
         return module
