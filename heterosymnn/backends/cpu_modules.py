@@ -209,14 +209,8 @@ def ensure_structures(cache: KernelCache, keys: Sequence[str], toolchain: Toolch
     ``structures_for(keys)`` returns the symbolic structures to compile; it is
     only called when something is missing (so a warm start never needs SymPy).
     """
-    structure_of = {structure_entry_key(key, toolchain, dtype): key for key in keys}
-
-    def build_missing(record_keys: List[str]) -> Dict[str, Dict[str, Any]]:
-        fields = _compile(cache, [structure_of[k] for k in record_keys], toolchain, dtype, structures_for)
-        return {structure_entry_key(key, toolchain, dtype): value for key, value in fields.items()}
-
-    rows = cache.resolve(list(structure_of), lambda key, fields: _row_functions(cache, fields), build_missing)
-    return {structure_of[key]: functions for key, functions in rows.items()}
+    return _ensure(cache, keys, lambda key: structure_entry_key(key, toolchain, dtype), _row_functions,
+                   lambda missing: _compile(cache, missing, toolchain, dtype, structures_for))
 
 
 def ensure_constants_grad(cache: KernelCache, keys: Sequence[str], toolchain: Toolchain, dtype: str,
@@ -224,16 +218,23 @@ def ensure_constants_grad(cache: KernelCache, keys: Sequence[str], toolchain: To
                           ) -> Dict[str, ConstantsGradFunction]:
     """Constants-gradient functions of the structures ``keys`` (all with constants), compiling
     the missing ones together; ``structures_for`` is only called when something is missing."""
-    structure_of = {constants_grad_entry_key(key, toolchain, dtype): key for key in keys}
+    return _ensure(cache, keys, lambda key: constants_grad_entry_key(key, toolchain, dtype),
+                   _constants_grad_function,
+                   lambda missing: _compile_constants_grad(cache, missing, toolchain, dtype, structures_for))
+
+
+def _ensure(cache: KernelCache, keys: Sequence[str], record_key: Callable[[str], str],
+            load: Callable[[KernelCache, Mapping[str, Any]], Any],
+            compile_missing: Callable[[List[str]], Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
+    """Structure keys -> their records' keys -> ``cache.resolve`` -> back to structure keys."""
+    structure_of = {record_key(key): key for key in keys}
 
     def build_missing(record_keys: List[str]) -> Dict[str, Dict[str, Any]]:
-        fields = _compile_constants_grad(cache, [structure_of[k] for k in record_keys], toolchain, dtype,
-                                         structures_for)
-        return {constants_grad_entry_key(key, toolchain, dtype): value for key, value in fields.items()}
+        fields = compile_missing([structure_of[k] for k in record_keys])
+        return {record_key(key): value for key, value in fields.items()}
 
-    found = cache.resolve(list(structure_of), lambda key, fields: _constants_grad_function(cache, fields),
-                          build_missing)
-    return {structure_of[key]: function for key, function in found.items()}
+    found = cache.resolve(list(structure_of), lambda key, fields: load(cache, fields), build_missing)
+    return {structure_of[key]: value for key, value in found.items()}
 
 
 def _compile(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: str,
