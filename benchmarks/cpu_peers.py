@@ -81,6 +81,27 @@ def timed(calls: dict, repeats: int, seconds_of=wall_seconds) -> dict:
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def verified(calls: dict, reference, direction: str, z: np.ndarray, g: np.ndarray) -> dict:
+    """The contenders whose result matches the hand-written reference; a peer that computes
+    something else is dropped with a message rather than timed."""
+    expected = np.empty_like(z)
+    reference(direction == "bwd", z, g, expected)
+    tolerance = 2e-5 if z.dtype == np.float32 else 1e-12
+    kept = {}
+    for name, call in calls.items():
+        result = call()
+        if result is None:  # the library's calls write into ``out``
+            kept[name] = call
+            continue
+        got = np.asarray(result.detach() if hasattr(result, "detach") else result)
+        error = float(np.max(np.abs(got - expected) / (1 + np.abs(expected))))
+        if error <= tolerance:
+            kept[name] = call
+        else:
+            print(f"  {name} dropped: differs from the reference by {error:.2e} (relative)")
+    return kept
+
+
 def kernel_table(repeats: int, shapes, dtypes) -> None:
     from heterosymnn import SymbolicJITCompiler
 
@@ -109,6 +130,7 @@ def kernel_table(repeats: int, shapes, dtypes) -> None:
                         calls["NumPy grouped"] = lambda: numpy_layer.backward_kernel(z, g, out=out)
                     for name, peer in peers.items():
                         calls[name] = peer(direction, z, g)
+                    calls = verified(calls, reference, direction, z, g)
                     medians = timed(calls, repeats)
                     base = medians["hand-written C"]
                     layout = "blocked" if blocked else "interleaved"

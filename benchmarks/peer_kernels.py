@@ -134,6 +134,7 @@ def torch_peers(kinds: np.ndarray, device: str = "cpu") -> Dict[str, Callable]:
             def backward():
                 x = zt.detach().requires_grad_(True)
                 run(x).backward(gt)
+                return x.grad
             return backward
         return factory
 
@@ -168,10 +169,90 @@ def _jax_peers(dtype: str, kinds: np.ndarray) -> Dict[str, Callable]:
     return {"JAX jit": factory}
 
 
+_NUMBA_KERNELS: Dict[str, Callable] = {}
+
+
+def _numba_kernel() -> Callable:
+    """The loop a numba user writes: rows in parallel (``prange``), one branch per activation
+    hoisted out of the element loop, ``fastmath`` off (NaN and inf semantics kept)."""
+    if "run" in _NUMBA_KERNELS:
+        return _NUMBA_KERNELS["run"]
+    import numba
+
+    @numba.njit(parallel=True, fastmath=False)
+    def run(backward, kinds, z, g, out):  # pragma: no cover - compiled by numba
+        for r in numba.prange(z.shape[0]):
+            a, gr, o, k = z[r], g[r], out[r], kinds[r]
+            if k == 0:
+                for i in range(a.shape[0]):
+                    t = np.tanh(a[i])
+                    o[i] = gr[i] * (1 - t * t) if backward else t
+            elif k == 1:
+                for i in range(a.shape[0]):
+                    o[i] = gr[i] * np.cos(a[i]) if backward else np.sin(a[i])
+            elif k == 2:
+                for i in range(a.shape[0]):
+                    if backward:
+                        o[i] = gr[i] if a[i] > 0 else 0
+                    else:
+                        o[i] = a[i] if a[i] > 0 else 0
+            elif k == 3:
+                for i in range(a.shape[0]):
+                    e = np.exp(-np.abs(a[i]))
+                    s = 1 / (1 + e) if a[i] >= 0 else e / (1 + e)
+                    o[i] = gr[i] * s * (1 - s) if backward else s
+            elif k == 4:
+                for i in range(a.shape[0]):
+                    e = np.exp(-np.abs(a[i]))
+                    if backward:
+                        o[i] = gr[i] * (1 / (1 + e) if a[i] >= 0 else e / (1 + e))
+                    else:
+                        o[i] = (a[i] if a[i] > 0 else 0) + np.log1p(e)
+            elif k == 5:
+                for i in range(a.shape[0]):
+                    e = np.exp(-a[i] * a[i])
+                    o[i] = gr[i] * -2 * a[i] * e if backward else e
+            elif k == 6:
+                for i in range(a.shape[0]):
+                    t = np.tanh(0.7 * a[i])
+                    o[i] = gr[i] * 1.05 * (1 - t * t) if backward else 1.5 * t
+            else:
+                for i in range(a.shape[0]):
+                    if backward:
+                        o[i] = gr[i] * (1.0 if a[i] > 0 else 0.01)
+                    else:
+                        o[i] = a[i] if a[i] > 0 else 0.01 * a[i]
+
+    _NUMBA_KERNELS["run"] = run
+    return run
+
+
+def _numba_peers(dtype: str, kinds: np.ndarray) -> Dict[str, Callable]:
+    run = _numba_kernel()
+    kinds = np.ascontiguousarray(kinds, dtype=np.int64)
+
+    def factory(direction, z, g):
+        out = np.empty_like(z)
+        backward = direction == "bwd"
+        run(backward, kinds, z, g, out)  # compile for these types before timing
+
+        def call():
+            run(backward, kinds, z, g, out)
+            return out
+        return call
+
+    return {"numba": factory}
+
+
 def optional_peers(dtype: str, kinds: np.ndarray) -> Dict[str, Callable]:
-    """``{name: factory(direction, z, g) -> call}`` for every peer that is installed."""
+    """``{name: factory(direction, z, g) -> call}`` for every peer that is installed.
+
+    Each call returns its result, so that the benchmark checks it against the reference before
+    timing. Install them with ``pip install torch==2.13.0 jax numba``; none is a dependency.
+    """
     peers: Dict[str, Callable] = {}
-    for make in (lambda: torch_peers(kinds), lambda: _jax_peers(dtype, kinds)):
+    for make in (lambda: torch_peers(kinds), lambda: _jax_peers(dtype, kinds),
+                 lambda: _numba_peers(dtype, kinds)):
         try:
             peers.update(make())
         except ImportError:

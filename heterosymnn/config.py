@@ -30,6 +30,8 @@ class Settings:
     """HETEROSYMNN_BUILD_TIMEOUT: seconds one compiler invocation may take."""
     num_threads: int = 0
     """HETEROSYMNN_NUM_THREADS: OpenMP threads for CPU kernels (0: the OpenMP default)."""
+    build_jobs: int = 0
+    """HETEROSYMNN_BUILD_JOBS: most compiler runs at once for one build (0: one per usable core)."""
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

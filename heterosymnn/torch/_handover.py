@@ -44,22 +44,6 @@ def _cuda_context(device: torch.device) -> Iterator[None]:
         yield
 
 
-def features_last_call(kernel: Any, native: bool, n_nodes: int, xp: Any, inputs: tuple, out: Any,
-                       **keywords: Any) -> None:
-    """``kernel(*inputs, out=out, features_last=True, **keywords)`` on ``(..., n_nodes)`` arrays.
-
-    ``native`` False: the backend has no features-last kernels yet, so the inputs
-    go through a transposed ``(n_nodes, batch)`` copy and the result is copied
-    back. Remove this branch once every backend has ``features_last``.
-    """
-    if native:
-        kernel(*inputs, out=out, features_last=True, **keywords)
-        return
-    moved = [xp.ascontiguousarray(a.reshape(-1, n_nodes).T) for a in inputs]
-    result = kernel(*moved, **keywords)
-    out[...] = result.T.reshape(out.shape)
-
-
 def _cupy() -> Any:
     try:
         import cupy

@@ -50,10 +50,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass
 class Entry:
-    """One compiler and what its backend can do (probed once)."""
+    """One compiler and the constants it holds."""
     comp: SymbolicJITCompiler
-    features_last: bool  # native (..., n_nodes) kernels
-    constants_grad: bool  # backward fills constants_grad
     synced: Optional[torch.Tensor] = None  # the constants it holds, as last handed over
 
 
@@ -66,7 +64,6 @@ class LayerKernels:
         self.method = normalize_method(method)
         self.strict = bool(strict)
         self._entries: Dict[Tuple[str, str], Entry] = {}
-        self._twins: Dict[str, Entry] = {}
         self._lock = threading.RLock()
         self.warned_weighted = False
         # The first compiler validates the formulas now (a FormulaParsingError at construction).
@@ -107,33 +104,19 @@ class LayerKernels:
             method, strict = GPU_CUDA, True
         else:
             method, strict = (CPU_JIT if self.method in (AUTO, GPU_CUDA) else self.method), self.strict
-        comp = SymbolicJITCompiler(self.configs, method, device_index, self.mode, dtype=dtype, strict=strict)
-        entry = Entry(comp, *_probe(comp, self.mode))
+        # Every backend takes features_last and constants_grad; nothing is probed here, so a layer
+        # whose constants are frozen never derives or compiles their gradient functions.
+        entry = Entry(SymbolicJITCompiler(self.configs, method, device_index, self.mode, dtype=dtype, strict=strict))
         self._entries[(dtype, kind)] = entry
         return entry
 
-    def grad_entry(self, entry: Entry) -> Entry:
-        """``entry``, or a CPU_PYTHON twin where its backend has no ``constants_grad`` yet.
-
-        A stopgap until every backend computes the constants' gradient: remove it then.
-        """
-        if entry.constants_grad:
-            return entry
-        dtype = entry.comp.dtype.name
-        twin = self._twins.get(dtype)
-        if twin is None:
-            with self._lock:
-                comp = SymbolicJITCompiler(self.configs, CPU_PYTHON, 0, self.mode, dtype=dtype)
-                twin = self._twins[dtype] = Entry(comp, *_probe(comp, self.mode))
-        return twin
-
     def host_entry(self, dtype: torch.dtype) -> Entry:
-        """A CPU compiler with ``constants_grad``, whatever the layer's method (for host-side work)."""
+        """The CPU compiler of ``dtype``, whatever the layer's method (for host-side work)."""
         found = self._entries.get((dtype_name(dtype), "cpu"))
         if found is None:
             with self._lock:
                 found = self._entries.get((dtype_name(dtype), "cpu")) or self._build(dtype_name(dtype), "cpu", 0)
-        return self.grad_entry(found)
+        return found
 
     # -- constants -------------------------------------------------------------------
     def sync(self, entry: Entry, constants: torch.Tensor) -> None:
@@ -162,22 +145,3 @@ class LayerKernels:
                           f"reduction='mean' or 'sum' (or .mean()/.sum()) for one call.",
                           PerformanceWarning, stacklevel=3)
 
-
-def _probe(comp: SymbolicJITCompiler, mode: str) -> Tuple[bool, bool]:
-    """Whether ``comp``'s backend has features-last kernels and ``constants_grad`` (a 1-sample call)."""
-    xp = comp.array_module
-    a = xp.full((1, comp.n_nodes), 0.5, dtype=comp.dtype)
-    b = xp.full((1, comp.n_nodes), 0.25, dtype=comp.dtype)
-    backward_args = (a.T.copy(), b.T.copy())  # nodes first: only constants_grad is probed
-    results = []
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for call in (lambda: comp.forward_kernel(*((a, b) if mode == "loss" else (a,)), features_last=True),
-                     lambda: comp.backward_kernel(*backward_args,
-                                                  constants_grad=xp.zeros(len(comp.constant_names)))):
-            try:
-                call()
-                results.append(True)
-            except TypeError:  # the backend's kernels do not take the keyword yet
-                results.append(False)
-    return results[0], results[1]

@@ -11,30 +11,28 @@ import numpy as np
 import torch
 
 from . import _handover as handover
-from ._kernels import Entry, LayerKernels
+from ._kernels import LayerKernels
 
 
 def activation_forward(kernels: LayerKernels, x: torch.Tensor, constants: torch.Tensor) -> torch.Tensor:
     out = handover.output(x)
-    with handover.device_context(x.device):  # first: a new CUDA compiler is probed on this device
+    with handover.device_context(x.device):  # first: a new CUDA compiler loads on this device
         entry = kernels.entry(x.dtype, x.device)
         kernels.sync(entry, constants)
-        _features_last(kernels, entry, entry.comp.forward_kernel, (handover.array(x),), handover.array(out))
+        _features_last(kernels, entry.comp.forward_kernel, (handover.array(x),), handover.array(out))
     return out
 
 
 def activation_backward(kernels: LayerKernels, x: torch.Tensor, grad: torch.Tensor, constants: torch.Tensor,
-                        want_constants: bool, entry: Optional[Entry] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                        want_constants: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     want_constants = want_constants and bool(kernels.constant_names)
     out = handover.output(x)
     summed = torch.zeros(len(kernels.constant_names), dtype=torch.float64, device=x.device)
     with handover.device_context(x.device):
-        entry = entry or kernels.entry(x.dtype, x.device)
-        if want_constants and not entry.constants_grad:  # stopgap: see LayerKernels.grad_entry
-            return _on_host(kernels, activation_backward, x, grad, constants)
+        entry = kernels.entry(x.dtype, x.device)
         kernels.sync(entry, constants)
         keywords = {"constants_grad": handover.array(summed)} if want_constants else {}
-        _features_last(kernels, entry, entry.comp.backward_kernel, (handover.array(x), handover.array(grad)),
+        _features_last(kernels, entry.comp.backward_kernel, (handover.array(x), handover.array(grad)),
                        handover.array(out), **keywords)
     return out, summed.to(constants.dtype)
 
@@ -45,14 +43,13 @@ def loss_forward(kernels: LayerKernels, y_pred: torch.Tensor, y_true: torch.Tens
     with handover.device_context(y_pred.device):
         entry = kernels.entry(y_pred.dtype, y_pred.device)
         kernels.sync(entry, constants)
-        _features_last(kernels, entry, entry.comp.forward_kernel,
+        _features_last(kernels, entry.comp.forward_kernel,
                        (handover.array(y_pred), handover.array(y_true)), handover.array(out))
     return out
 
 
 def loss_backward(kernels: LayerKernels, y_pred: torch.Tensor, y_true: torch.Tensor, grad: torch.Tensor,
-                  constants: torch.Tensor, want_constants: bool,
-                  entry: Optional[Entry] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                  constants: torch.Tensor, want_constants: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """``grad * dL/dy_pred`` and ``sum(grad * dL/dc)``.
 
     The loss kernels return the unweighted ``dL/dy_pred`` and ``sum(dL/dc)``: exact
@@ -64,12 +61,10 @@ def loss_backward(kernels: LayerKernels, y_pred: torch.Tensor, y_true: torch.Ten
     out = handover.output(y_pred)
     summed = torch.zeros(len(kernels.constant_names), dtype=torch.float64, device=y_pred.device)
     with handover.device_context(y_pred.device):
-        entry = entry or kernels.entry(y_pred.dtype, y_pred.device)
-        if want_constants and not entry.constants_grad:  # stopgap: see LayerKernels.grad_entry
-            return _on_host(kernels, loss_backward, y_pred, y_true, grad, constants)
+        entry = kernels.entry(y_pred.dtype, y_pred.device)
         kernels.sync(entry, constants)
         keywords = {"constants_grad": handover.array(summed)} if want_constants and uniform is not None else {}
-        _features_last(kernels, entry, entry.comp.backward_kernel,
+        _features_last(kernels, entry.comp.backward_kernel,
                        (handover.array(y_pred), handover.array(y_true)), handover.array(out), **keywords)
     if uniform is not None:
         out.mul_(uniform)
@@ -81,21 +76,9 @@ def loss_backward(kernels: LayerKernels, y_pred: torch.Tensor, y_true: torch.Ten
     return out, summed.to(constants.dtype)
 
 
-def _features_last(kernels: LayerKernels, entry: Entry, kernel: Any, inputs: tuple, out: Any,
-                   **keywords: Any) -> None:
-    if kernels.elementwise:  # one loss config: any shape, no layout
-        kernel(*inputs, out=out, **keywords)
-    else:
-        handover.features_last_call(kernel, entry.features_last, kernels.n_nodes, entry.comp.array_module,
-                                    inputs, out, **keywords)
-
-
-def _on_host(kernels: LayerKernels, backward: Any, *tensors: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``backward`` run by a CPU compiler with ``constants_grad`` (stopgap, see ``grad_entry``)."""
-    device, dtype = tensors[0].device, tensors[-1].dtype
-    host = [t.detach().to("cpu") for t in tensors]
-    out, summed = backward(kernels, *host, True, entry=kernels.host_entry(host[0].dtype))
-    return out.to(device), summed.to(device=device, dtype=dtype)
+def _features_last(kernels: LayerKernels, kernel: Any, inputs: tuple, out: Any, **keywords: Any) -> None:
+    # One loss config applies to every element whatever the shape, so it needs no layout.
+    kernel(*inputs, out=out, **({} if kernels.elementwise else {"features_last": True}), **keywords)
 
 
 def _uniform_value(grad: torch.Tensor) -> Optional[torch.Tensor]:
@@ -136,8 +119,8 @@ def _weighted_constants_grad(kernels: LayerKernels, y_pred: torch.Tensor, y_true
         owners = np.array([node for node, _ in kernels.constant_names], dtype=np.intp)
         for row in range(pred.shape[0]):
             scratch = np.empty((1, n), dtype=pred.dtype)
-            handover.features_last_call(comp.backward_kernel, entry.features_last, n, np, (pred[row:row + 1],
-                                        true[row:row + 1]), scratch, constants_grad=part)
+            comp.backward_kernel(pred[row:row + 1], true[row:row + 1], out=scratch, features_last=True,
+                                 constants_grad=part)
             total += weight[row, owners] * part
             calls += 1
     kernels.warn_weighted(calls)

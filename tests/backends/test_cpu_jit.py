@@ -19,7 +19,7 @@ import pytest
 
 from corpus import ACTIVATIONS, LOSSES
 from heterosymnn import SymbolicJITCompiler, ToolchainNotFoundError, cache, config
-from heterosymnn.backends.cpu_modules import FUNCTIONS_PER_BUILD
+from heterosymnn.backends.cpu_modules import FUNCTIONS_PER_BUILD, compiler_runs, usable_cores
 from heterosymnn.toolchains import find_toolchain
 
 try:  # these tests build with the real compiler; without any, CPU_JIT cannot be tested here
@@ -98,10 +98,12 @@ def test_corpus_compiled_on_cpu_jit_in_few_builds(corpus):
     # The activation corpus needs more than one compiler run; those run in parallel threads while
     # the caller holds every structure's lock (publishing from the pool threads used to deadlock).
     assert n_act > per_build, "the activation corpus no longer needs a split build; add structures here"
-    # Per dtype: ceil(n / 24) runs for each compiler, one runtime; the single-config "huber" loss
-    # reuses the loss corpus's function.
+    # Per dtype: ceil(n / 24) runs for each compiler, or one per core when that leaves each at least
+    # 4 functions; one runtime; the single-config "huber" loss reuses the loss corpus's function.
     assert len(runtimes) == 2
-    assert len(modules) == 2 * (math.ceil(n_act / per_build) + math.ceil(n_loss / per_build))
+    runs = compiler_runs(n_act, usable_cores()) + compiler_runs(n_loss, usable_cores())
+    assert runs >= math.ceil(n_act / per_build) + math.ceil(n_loss / per_build)
+    assert len(modules) == 2 * runs
     assert all(b["functions"] <= per_build for b in modules)
     assert sum(b["functions"] for b in modules) == 2 * (n_act + n_loss)
     assert corpus.stats["builds"] == len(modules) + len(runtimes)

@@ -28,6 +28,7 @@ import pytest
 import heterosymnn
 from heterosymnn import (BackendUnavailableError, CompilationWarning, JITCompilationError, PerformanceWarning,
                          SymbolicJITCompiler, ToolchainNotFoundError, cache, config)
+from heterosymnn.backends import cpu_modules
 from heterosymnn.toolchains import clear_caches, find_toolchain
 
 HERE = Path(__file__).resolve().parent
@@ -176,16 +177,33 @@ def test_set_constants_builds_nothing_and_changes_results(warm):
     check_against_python(BASE, "float64", changed, changed_bwd, constants={node: {"a": -3.0, "w": 0.75}})
 
 
-def test_ten_new_structures_build_in_one_compiler_run(warm):
+def test_ten_new_structures_build_in_one_compiler_run_per_core(warm):
     new = [f"atan(num)**{k} + num" for k in range(2, 12)]
     layer = BASE[:4] + new + BASE[4:8]
-    with counting() as delta:
+    with config.override(build_jobs=1), counting() as delta:
         comp, fwd, bwd = run_jit(layer)
     assert comp.n_structures == 18
-    # One compiler run for up to 24 new functions (cpu_modules.FUNCTIONS_PER_BUILD).
+    # On one core, one compiler run for up to 24 new functions (cpu_modules.FUNCTIONS_PER_BUILD).
     assert delta["builds"] == 1 and delta["functions_built"] == 10
     assert [(line["kind"], line["functions"]) for line in delta["log"]] == [("c-module", 10)]
     check_against_python(layer, "float64", fwd, bwd)
+
+
+def test_new_structures_are_shared_out_over_the_cores(warm):
+    new = [f"atan(num)**{k} + {k}*num" for k in range(2, 11)]
+    with config.override(build_jobs=2), counting() as delta:
+        comp, fwd, bwd = run_jit(BASE[:2] + new)
+    # 9 new functions on two cores: two compiler runs in parallel, every function built once.
+    assert sorted(line["functions"] for line in delta["log"]) == [4, 5]
+    assert delta["functions_built"] == 9
+    check_against_python(BASE[:2] + new, "float64", fwd, bwd)
+
+
+@pytest.mark.parametrize("functions, cores, runs", [
+    (1, 16, 1), (7, 2, 1), (8, 2, 2), (8, 1, 1), (10, 16, 2), (24, 1, 1), (25, 1, 2),
+    (48, 2, 2), (49, 2, 3), (100, 16, 16)])
+def test_compiler_runs(functions, cores, runs):
+    assert cpu_modules.compiler_runs(functions, cores) == runs
 
 
 def test_a_new_dtype_builds_its_runtime_and_functions_once(warm):

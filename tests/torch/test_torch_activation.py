@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import gc
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,10 +11,10 @@ import pytest
 pytest.importorskip("torch.library", reason="PyTorch is not installed: pip install 'heterosymnn[torch]'")
 import torch  # noqa: E402
 
-from heterosymnn import FormulaParsingError, SymbolicJITCompiler  # noqa: E402
+from heterosymnn import FormulaParsingError, SymbolicJITCompiler, config  # noqa: E402
 from heterosymnn.torch import HeteroActivation, ops  # noqa: E402
 from torch_support import (METHODS, NAMED_ACTIVATIONS, WITH_CONSTANTS, away_from_kinks,  # noqa: E402
-                           native_features, tensor)
+                           tensor)
 
 CORPORA = {"named": NAMED_ACTIVATIONS, "with_constants": WITH_CONSTANTS}
 
@@ -202,27 +204,26 @@ def test_a_deleted_layer_frees_its_compilers():
         ops.activation(torch.zeros(1, 1), constants, layer_id)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_cpu_backends_run_features_last_and_constants_grad_natively(method):
-    layer = HeteroActivation(WITH_CONSTANTS, method=method, strict=True)
-    assert native_features(layer) == (True, True), (
-        f"{method} lacks features_last or constants_grad: the layer falls back to a transposed copy "
-        f"and a CPU_PYTHON twin for the constants' gradient")
+def _built_kinds(cache_dir) -> list:
+    kinds = []
+    for log in Path(cache_dir).rglob("builds.jsonl"):
+        kinds += [json.loads(line).get("kind") for line in log.read_text().splitlines() if line.strip()]
+    return kinds
 
 
-def test_stopgaps_for_a_backend_without_features_last_or_constants_grad():
-    """What a backend without those keywords (GPU_CUDA for now) gets: the same numbers, slower."""
-    native = HeteroActivation(WITH_CONSTANTS, method="CPU_JIT", dtype=torch.float64)
-    stopgap = HeteroActivation(WITH_CONSTANTS, method="CPU_JIT", dtype=torch.float64)
-    entry = stopgap._kernels.entry(torch.float64, torch.device("cpu"))
-    entry.features_last = entry.constants_grad = False
-    x = tensor(away_from_kinks((4, len(WITH_CONSTANTS)), seed=9), requires_grad=True)
-    grads = []
-    for layer in (native, stopgap):
+@pytest.mark.parametrize("trainable", [True, False])
+def test_constants_gradient_functions_are_built_only_by_a_backward_that_needs_them(trainable, tmp_path):
+    """Construction and forward never derive with respect to the constants; frozen constants never do."""
+    with config.override(cache_dir=str(tmp_path)):  # a cache of its own: it counts builds
+        layer = HeteroActivation(WITH_CONSTANTS, method="CPU_JIT", trainable=trainable, strict=True,
+                                 dtype=torch.float64)
+        x = tensor(away_from_kinks((3, len(WITH_CONSTANTS)), seed=4), requires_grad=True)
         y = layer(x)
-        x.grad = None
-        (y * torch.arange(y.numel(), dtype=y.dtype).reshape(y.shape)).sum().backward()
-        grads.append((y.detach(), x.grad.clone(), layer.constants.grad.clone()))
-    for got, expected in zip(*grads):
-        torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-13)
-    assert stopgap._kernels._twins["float64"].comp.calculation_method == "CPU_PYTHON"
+        assert "c-module" in _built_kinds(tmp_path)
+        assert "c-cgrad-module" not in _built_kinds(tmp_path)
+        y.sum().backward()
+    assert ("c-cgrad-module" in _built_kinds(tmp_path)) == trainable
+    assert (layer.constants.grad is not None) == trainable
+    expected = SymbolicJITCompiler(WITH_CONSTANTS, "CPU_PYTHON", dtype="float64").backward_kernel(
+        np.ascontiguousarray(x.detach().numpy().T), np.ones((len(WITH_CONSTANTS), 3))).T
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12, atol=1e-12)

@@ -94,23 +94,3 @@ def test_clear_errors():
         HeteroLoss("mse", reduction="avg")
     assert repr(HeteroLoss(("huber", {"delta": 0.5}), "sum", method="CPU_PYTHON")) == (
         "HeteroLoss(formulas=['huber'], method='CPU_PYTHON', dtype=torch.float32, trainable=True, reduction='sum')")
-
-
-@pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_stopgaps_for_a_backend_without_features_last_or_constants_grad(reduction):
-    native = HeteroLoss(LOSSES, reduction, method="CPU_JIT", dtype=torch.float64)
-    stopgap = HeteroLoss(LOSSES, reduction, method="CPU_JIT", dtype=torch.float64)
-    entry = stopgap._kernels.entry(torch.float64, torch.device("cpu"))
-    entry.features_last = entry.constants_grad = False
-    y_pred, y_true = _pair((5, len(LOSSES)), seed=6)
-    results = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PerformanceWarning)
-        for loss in (native, stopgap):
-            y_pred.grad = None
-            value = loss(y_pred, y_true)
-            (value if reduction == "mean" else value * tensor(np.arange(value.numel()).reshape(value.shape))
-             ).sum().backward()
-            results.append((value.detach(), y_pred.grad.clone(), loss.constants.grad.clone()))
-    for got, expected in zip(*results):
-        torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-13)

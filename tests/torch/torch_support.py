@@ -29,9 +29,3 @@ def away_from_kinks(shape, seed: int = 0, low: float = -2.0, high: float = 2.0, 
 
 def tensor(values: np.ndarray, dtype=torch.float64, requires_grad: bool = False) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype, requires_grad=requires_grad)
-
-
-def native_features(layer) -> tuple:
-    """(features_last, constants_grad) natively on the layer's CPU compiler of its dtype."""
-    entry = layer._kernels.entry(layer.constants.dtype, layer.constants.device)
-    return entry.features_last, entry.constants_grad
