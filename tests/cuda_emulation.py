@@ -219,15 +219,24 @@ def build_modules(structures: Sequence[Any], workdir: Path) -> Dict[str, Tuple[A
 class SimulatedCupy:
     """Enough of CuPy for the backend and the compiler, with ``n_devices`` simulated devices.
 
-    Records every ``get_function`` in ``loads`` as ``(device, kernel)``, every launch in
-    ``launched`` as ``(kernel, grid, block, args)`` and every ``empty`` in ``allocated``
-    as ``(shape, dtype)``. ``sm_count`` is what each device reports.
+    Records every ``get_function`` in ``loads`` as ``(device, kernel)``, every module
+    loaded in ``modules`` as ``(device, path)``, every launch in ``launched`` as ``(kernel,
+    grid, block, args)`` and every ``empty`` in ``allocated`` as ``(shape, dtype)``.
+    ``sm_count`` is what each device reports, ``archs`` their compute capabilities
+    (``"80"`` each by default).
+
+    ``RawModule`` only loads files (``path=``), as the backend does: a real cubin (or PTX)
+    from the kernel cache, whose ELF header must name the device's architecture. The
+    emulation cannot run SASS, so it builds the source kept beside the cubin in its
+    cache entry (``kernels.cu``) for the host instead.
     """
 
-    def __init__(self, n_devices: int, workdir: Path, sm_count: int = 2):
+    def __init__(self, n_devices: int, workdir: Path, sm_count: int = 2, archs: Sequence[str] = ()):
         self.current = 0
         self.sm_count = sm_count
+        self.archs = list(archs) or ["80"] * n_devices
         self.loads: List[Tuple[int, str]] = []
+        self.modules: List[Tuple[int, str]] = []
         self.launched: List[Tuple[str, tuple, tuple, tuple]] = []
         self.allocated: List[Tuple[tuple, np.dtype]] = []
         sim = self
@@ -247,6 +256,7 @@ class SimulatedCupy:
         class Device:
             def __init__(self, device_id):
                 self.id, self._saved = device_id, []
+                self.compute_capability = sim.archs[device_id]
 
             def __enter__(self):
                 self._saved.append(sim.current)
@@ -265,10 +275,19 @@ class SimulatedCupy:
             runtimeGetVersion = staticmethod(lambda: 12080)
 
         class RawModule:
-            def __init__(self, code, options=()):
-                assert "--fmad=false" in options
-                self.code = code
-                self.names = re.findall(r'extern "C" __global__ void (\w+)\(', code)
+            def __init__(self, code=None, *, path=None, options=()):
+                assert code is None and path is not None, "the backend must load a built file, not compile"
+                from heterosymnn.toolchains.cuda_compiler import elf_architecture
+
+                data = Path(path).read_bytes()
+                expected = f"sm_{sim.archs[sim.current]}"
+                if data[:4] == b"\x7fELF":
+                    assert elf_architecture(data) == expected, f"{path} is not a cubin for {expected}"
+                else:
+                    assert b".target" in data, f"{path} is neither a cubin nor PTX"
+                sim.modules.append((sim.current, str(path)))
+                self.code = (Path(path).parent / "kernels.cu").read_text()
+                self.names = re.findall(r'extern "C" __global__ void (\w+)\(', self.code)
                 self.dtype = "float32" if self.names[0].endswith("f32") else "float64"
 
             def get_function(self, name):
@@ -313,12 +332,18 @@ class SimulatedCupy:
         cupy.asnumpy = lambda x: np.array(np.asarray(x))
 
 
-def simulated_cupy(monkeypatch: Any, tmp_path: Path, n_devices: int = 2) -> SimulatedCupy:
-    """A :class:`SimulatedCupy` installed as ``cupy`` for one test (skips without g++)."""
+def simulated_cupy(monkeypatch: Any, tmp_path: Path, n_devices: int = 2,
+                   archs: Sequence[str] = ()) -> SimulatedCupy:
+    """A :class:`SimulatedCupy` installed as ``cupy`` for one test (skips without g++ or
+    without a CUDA compiler to build the cubins the backend loads)."""
     import pytest
+
+    from heterosymnn.toolchains.cuda_compiler import detect_cuda_compilers
 
     if not have_gxx():
         pytest.skip("no g++ to build the host emulation of the CUDA kernels")
-    simulated = SimulatedCupy(n_devices, tmp_path / "emulation")
+    if not any(status.usable for status in detect_cuda_compilers()):
+        pytest.skip("no CUDA compiler (NVRTC or nvcc) to build the cubins the backend loads")
+    simulated = SimulatedCupy(n_devices, tmp_path / "emulation", archs=archs)
     monkeypatch.setitem(sys.modules, "cupy", simulated.module)
     return simulated

@@ -63,7 +63,7 @@ def test_text_subprocess(tmp_path):
     proc = run_doctor(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for title in ("Platform", "Packages", "C toolchains", "CUDA", "Kernel cache", "Environment",
+    for title in ("Platform", "Packages", "Toolchains (C and CUDA)", "CUDA", "Kernel cache", "Environment",
                   "Backends (live check)", "Probe errors"):
         assert f"\n{title}\n" in out
     assert "  python_version" in out and " : " in out
@@ -147,3 +147,48 @@ def test_diagnose_gives_fixes():
     wrapped = BackendUnavailableError("strict")
     wrapped.__cause__ = CacheError("read-only")
     assert "HETEROSYMNN_CACHE_DIR" in live.diagnose("CPU_JIT", wrapped)[1]
+
+
+# -- CUDA compilers (no GPU needed) ---------------------------------------------------------------------
+def test_json_lists_nvrtc_and_nvcc_with_versions_and_architectures(tmp_path):
+    from heterosymnn.toolchains.cuda_compiler import detect
+
+    proc = run_doctor(tmp_path, "--json")
+    info = json.loads(proc.stdout)
+    rows = {t["name"]: t for t in info["toolchains"] if t.get("kind") == "cuda"}
+    assert set(rows) == {"nvrtc", "nvcc"}
+    for name, row in rows.items():
+        assert {"usable", "selected", "path", "version", "architectures", "reason", "fix"} <= set(row)
+        status = detect(name)
+        assert row["usable"] is status.usable
+        if status.usable:  # this machine's real compilers, as the detector sees them
+            assert row["version"] == status.compiler.version and row["path"] == status.compiler.path
+            assert row["architectures"] == list(status.compiler.architectures)
+            assert {"sm_80", "sm_90"} <= set(row["architectures"])
+        else:
+            assert row["reason"] and row["fix"] and row["architectures"] == []
+    selected = [name for name, row in rows.items() if row["selected"]]
+    assert selected == ([info["cuda"]["compiler"]] if info["cuda"]["compiler"] else [])
+    assert set(info["cuda"]["compilers"]) == {"nvrtc", "nvcc"}
+    assert info["cuda"]["compilers"]["nvcc"]["version"] == rows["nvcc"]["version"]
+
+
+def test_forced_cuda_compiler_is_the_selected_one(tmp_path):
+    from heterosymnn.toolchains.cuda_compiler import detect
+
+    if not detect("nvcc").usable:
+        pytest.skip("no nvcc on this machine")
+    info = json.loads(run_doctor(tmp_path, "--json", HETEROSYMNN_CUDA_COMPILER="nvcc").stdout)
+    rows = {t["name"]: t for t in info["toolchains"] if t.get("kind") == "cuda"}
+    assert rows["nvcc"]["selected"] and not rows["nvrtc"]["selected"] and info["cuda"]["compiler"] == "nvcc"
+    if rows["nvrtc"]["usable"]:
+        assert rows["nvrtc"]["reason"] == "not used: HETEROSYMNN_CUDA_COMPILER=nvcc"
+    text = run_doctor(tmp_path, HETEROSYMNN_CUDA_COMPILER="nvcc").stdout
+    assert [line for line in text.splitlines() if line.strip().startswith("nvcc ")][0].endswith("(selected)")
+
+
+def test_missing_nvcc_says_why_and_how_to_fix(tmp_path):
+    text = run_doctor(tmp_path, HETEROSYMNN_NVCC="no-such-nvcc").stdout
+    line = [ln for ln in text.splitlines() if ln.strip().startswith("nvcc ")][0]
+    assert "not usable: ToolchainNotFoundError: HETEROSYMNN_NVCC='no-such-nvcc' is not an executable nvcc" in line
+    assert "fix: install the CUDA toolkit" in text

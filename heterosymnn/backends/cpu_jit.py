@@ -25,6 +25,9 @@ from .base import CPU_JIT
 from .cpu_modules import ConstantsGradFunction, RowFunctions, build_module, ensure_constants_grad, ensure_structures
 
 _CTYPES = {"float32": "float *", "float64": "double *"}
+#: The driver's status for a partial overlap of ``out`` and an input: ``c_runtime.OVERLAP``,
+#: not imported from there because the warm path never imports the code generator.
+OVERLAP = -2
 
 
 class CffiKernels:
@@ -32,6 +35,9 @@ class CffiKernels:
 
     method = CPU_JIT
     array_module = np
+    #: ``out`` may overlap the inputs: the driver finds a partial overlap from the pointers
+    #: and the call is run again on copies of the inputs (in place runs as it is).
+    handles_overlap = True
 
     def __init__(self, plan: LayerPlan, rows: Dict[str, RowFunctions], runtime: Any, runtime_source: Any,
                  dtype: str, params: np.ndarray,
@@ -41,7 +47,7 @@ class CffiKernels:
         self._run_cgrad = getattr(runtime.lib, runtime_source.cgrad_name)
         self._run_features_last = getattr(runtime.lib, runtime_source.features_last_name)
         self._loss = plan.mode == "loss"
-        self._pointer = _CTYPES[dtype]
+        self._pointer = ffi.typeof(_CTYPES[dtype])  # resolved once: a string costs ~40 ns per use
         self._threads = int(settings().num_threads)
         fn_type = runtime_source.row_fn_type
         n = self._rows = plan.n_nodes
@@ -98,13 +104,18 @@ class CffiKernels:
         ffi = self._ffi
         second = ffi.from_buffer(self._pointer, b) if self._loss else ffi.NULL
         if features_last:
-            _check(self._run_features_last(
+            status = self._run_features_last(
                 self._forward_table, ffi.NULL, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a),
                 second, ffi.NULL, ffi.from_buffer(self._pointer, out), params_ptr, stride, ffi.NULL, ffi.NULL,
-                self._threads))
-            return
-        self._run(self._forward_table, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a), second,
-                  ffi.NULL, ffi.from_buffer(self._pointer, out), params_ptr, stride, self._threads)
+                self._threads)
+        else:
+            status = self._run(self._forward_table, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a),
+                               second, ffi.NULL, ffi.from_buffer(self._pointer, out), params_ptr, stride,
+                               self._threads)
+        if status:
+            if status != OVERLAP:
+                _check(status)
+            self.forward(a.copy(), None if b is None else b.copy(), out, features_last)
 
     def backward(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, constants_grad: Optional[np.ndarray] = None,
                  features_last: bool = False) -> None:
@@ -113,26 +124,31 @@ class CffiKernels:
         other = ffi.from_buffer(self._pointer, b)
         loss_input, gradient = (other, ffi.NULL) if self._loss else (ffi.NULL, other)
         if constants_grad is None and not features_last:
-            self._run(self._backward_table, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a),
-                      loss_input, gradient, ffi.from_buffer(self._pointer, out), params_ptr, stride, self._threads)
-            return
-        cg_table, offsets, cgrad = ffi.NULL, ffi.NULL, ffi.NULL
-        if constants_grad is not None:
-            state = self._cgrad  # one read; None until the first such call built it
-            if state is None:
-                state = self._constants_grad_table()
-            if state[1] is not None:
-                raise FormulaParsingError(f"the constants' gradient cannot be computed: {state[1]}")
-            cg_table, offsets = state[0], self._offsets_pointer
-            cgrad = ffi.from_buffer("double[]", constants_grad)
-        run = self._run_features_last if features_last else self._run_cgrad
-        _check(run(self._backward_table, cg_table, self._rows, a.size // self._rows, ffi.from_buffer(self._pointer, a),
-                   loss_input, gradient, ffi.from_buffer(self._pointer, out), params_ptr, stride, offsets, cgrad,
-                   self._threads))
+            status = self._run(self._backward_table, self._rows, a.size // self._rows,
+                               ffi.from_buffer(self._pointer, a), loss_input, gradient,
+                               ffi.from_buffer(self._pointer, out), params_ptr, stride, self._threads)
+        else:
+            cg_table, offsets, cgrad = ffi.NULL, ffi.NULL, ffi.NULL
+            if constants_grad is not None:
+                state = self._cgrad  # one read; None until the first such call built it
+                if state is None:
+                    state = self._constants_grad_table()
+                if state[1] is not None:
+                    raise FormulaParsingError(f"the constants' gradient cannot be computed: {state[1]}")
+                cg_table, offsets = state[0], self._offsets_pointer
+                cgrad = ffi.from_buffer("double[]", constants_grad)
+            run = self._run_features_last if features_last else self._run_cgrad
+            status = run(self._backward_table, cg_table, self._rows, a.size // self._rows,
+                         ffi.from_buffer(self._pointer, a), loss_input, gradient, ffi.from_buffer(self._pointer, out),
+                         params_ptr, stride, offsets, cgrad, self._threads)
+        if status:
+            if status != OVERLAP:
+                _check(status)
+            self.backward(a.copy(), b.copy(), out, constants_grad, features_last)
 
 
 def _check(status: int) -> None:
-    if status != 0:
+    if status == -1:
         raise MemoryError("CPU_JIT could not allocate the scratch memory of a kernel call "
                           "(one double per constant and span of samples)")
 

@@ -1,12 +1,16 @@
-"""GPU_CUDA: one fused CUDA source per compiler, compiled by CuPy's ``RawModule``.
+"""GPU_CUDA: one fused CUDA source per layer, compiled to a cubin in the shared cache.
 
-The source (see :mod:`heterosymnn.codegen.cuda_source`) is generated once, when
-the kernels are built, and kept as a string. Everything else is per device and
-kept per device: the loaded module (CuPy compiles with NVRTC and caches the
-cubin per architecture on disk, so a second device of the same kind loads
-without compiling), and device copies of the node -> structure ids and of the
+The orchestrator compiles (:mod:`.cuda_modules`: NVRTC in-process, or NVCC; see
+:mod:`heterosymnn.toolchains.cuda_compiler`) the layer's fused source (see
+:mod:`heterosymnn.codegen.cuda_source`) to a cubin per GPU architecture, stored,
+locked and checksummed in the same cache as the C modules; CuPy only loads it,
+with ``RawModule(path=...)``, and finds the kernels by their ``extern "C"`` names.
+A warm construction reads the layer's record and the cubin and imports no SymPy.
+Everything else is per device and kept per device: the loaded module (a second
+device of the same architecture reuses the cubin; another architecture builds
+once for it), and device copies of the node -> structure ids and of the
 constants. ``set_device`` builds that state for another GPU and never touches
-the symbolic front end or the code generator.
+the symbolic front end (nor the code generator, for an architecture already built).
 
 Nodes-first calls run the rows/elems kernels; the features-last layout and the
 constants' gradient run the warp-tile kernels (:mod:`.cuda_tiles`). Every launch
@@ -20,11 +24,13 @@ it, and the compiler falls back to the CPU.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, HeteroSymNNError, InvalidDeviceIDError
+from ..codegen.cuda_launch import plan_launch
+from ..errors import BackendUnavailableError, HeteroSymNNError, InvalidDeviceIDError, ToolchainNotFoundError
 from .base import GPU_CUDA
 from .cuda_tiles import TileArrays, TileLayer, launch_tiles
 
@@ -85,6 +91,11 @@ def _driver_note(cupy: Any) -> str:
     return f"; driver for CUDA {text(driver)}, CuPy built for CUDA {text(runtime)}"
 
 
+def device_arch(cupy: Any, device_id: int) -> str:
+    """The ``sm_XY`` architecture of CUDA device ``device_id``."""
+    return f"sm_{cupy.cuda.Device(device_id).compute_capability}"
+
+
 def check_device_id(device_id: int, count: int) -> int:
     """``device_id`` if it names one of ``count`` devices, else :class:`InvalidDeviceIDError`."""
     if not 0 <= device_id < count:
@@ -100,6 +111,7 @@ class _DeviceState:
     """What one GPU holds: the loaded kernels, ids and constants, launch configs."""
 
     device_id: int
+    arch: str
     functions: Dict[str, Any]
     ids: Any
     params: Any
@@ -113,14 +125,15 @@ class CudaKernels:
 
     method = GPU_CUDA
 
-    def __init__(self, cupy: Any, module: Any, plan: Any, params: np.ndarray, device_id: int):
-        from ..codegen.cuda_source import plan_launch
-
-        self._plan_launch = plan_launch
+    def __init__(self, cupy: Any, module_for: Callable[[str], Any], plan: Any, params: np.ndarray,
+                 device_id: int):
         self.array_module = cupy
         self._cp = cupy
-        self._module = module  # CudaModule: the generated source, kept for other devices
-        self._raw = cupy.RawModule(code=module.source, options=tuple(module.options))
+        # arch -> CudaLayerModule (cuda_modules); other architectures are found or built on demand.
+        self._module_for = module_for
+        self._modules: Dict[str, Any] = {}
+        module = self._module_by_arch(device_arch(cupy, device_id))
+        self._module = module
         self._loss = plan.mode == "loss"
         self._rows = plan.n_nodes
         self._ids_host = np.array([module.cases[plan.structure_keys[s]] for s in plan.node_structure],
@@ -133,8 +146,21 @@ class CudaKernels:
 
     @property
     def source(self) -> str:
-        """The generated CUDA source."""
-        return self._module.source
+        """The generated CUDA source (kept beside the cubin in its cache entry)."""
+        from .cuda_modules import SOURCE_FILE
+
+        return (self._module.path.parent / SOURCE_FILE).read_text(encoding="utf-8")
+
+    @property
+    def module_path(self) -> str:
+        """The cubin (or PTX) file the current device's kernels were loaded from."""
+        return str(self._modules[self._state.arch].path)
+
+    def _module_by_arch(self, arch: str) -> Any:
+        module = self._modules.get(arch)
+        if module is None:
+            module = self._modules[arch] = self._module_for(arch)
+        return module
 
     @property
     def device_id(self) -> int:
@@ -146,9 +172,12 @@ class CudaKernels:
         state = self._devices.get(device_id)
         with cp.cuda.Device(device_id):
             if state is None:
-                # get_function compiles (or finds CuPy's cached cubin) and loads for this device.
-                functions = {role: self._raw.get_function(name) for role, name in self._module.kernels.items()}
-                state = _DeviceState(device_id, functions, cp.asarray(self._ids_host),
+                arch = device_arch(cp, device_id)
+                module = self._module_by_arch(arch)
+                # One RawModule per device, made under it: CuPy loads the file into that context.
+                raw = cp.RawModule(path=str(module.path))
+                functions = {role: raw.get_function(name) for role, name in module.kernels.items()}
+                state = _DeviceState(device_id, arch, functions, cp.asarray(self._ids_host),
                                      self._device_params(self._params_host),
                                      int(cp.cuda.runtime.getDeviceProperties(device_id)["multiProcessorCount"]),
                                      {}, self._tiles.device_arrays(cp))
@@ -231,7 +260,7 @@ class CudaKernels:
         self._on_device(state, (a, b, g, out), lambda: function(grid, block, args))
 
     def _prepare(self, state: _DeviceState, direction: int, cols: int) -> tuple:
-        plan = self._plan_launch(self._rows, cols, state.sm_count)
+        plan = plan_launch(self._rows, cols, state.sm_count)
         role = f"{'forward' if direction == 0 else 'backward'}_{plan.kind}"
         launch = (state.functions[role], plan.grid, plan.block, np.int64(self._rows), np.int64(cols))
         self._remember(state, (direction, cols), launch)
@@ -260,23 +289,33 @@ class CudaKernels:
 
 
 def build(layer: Any, dtype: str, params: np.ndarray, device_id: int = 0) -> CudaKernels:
-    """Backend entry point: generate the fused source and load it on ``device_id``.
+    """Backend entry point: find (or build) the layer's cubin in the cache and load it on ``device_id``.
 
     Raises
     ------
     BackendUnavailableError
-        No CuPy, a broken CuPy, no driver, no device, or NVRTC rejected the
-        source; the message says which and how to fix it.
+        No CuPy, a broken CuPy, no driver, no device, no CUDA compiler, or
+        the compiler rejected the source; the message says which and how to fix it.
     InvalidDeviceIDError
         ``device_id`` names no device (the message lists those that exist).
     """
+    from ..cache import default_cache
+    from ..toolchains.cuda_compiler import find_cuda_compiler
+    from .cuda_modules import ensure_layer_module
+
     cupy = import_cupy()
     check_device_id(device_id, device_count(cupy))
-    from ..codegen import cuda_source  # SymPy-based: only when building
-
-    module = cuda_source.render_cuda_module(layer.structures, dtype)
     try:
-        return CudaKernels(cupy, module, layer.plan, params, device_id)
+        compiler = find_cuda_compiler()
+    except (ToolchainNotFoundError, ValueError) as exc:
+        raise BackendUnavailableError(f"no CUDA compiler to build the kernels: {exc}") from exc
+    cache, plan = default_cache(), layer.plan
+
+    def module_for(arch: str) -> Any:
+        return ensure_layer_module(cache, plan.structure_keys, dtype, compiler, arch, layer.structures_for)
+
+    try:
+        return CudaKernels(cupy, module_for, plan, params, device_id)
     except HeteroSymNNError:
         raise
     except Exception as exc:  # CompileException, CUDARuntimeError, CUDADriverError ...
@@ -287,11 +326,24 @@ def build(layer: Any, dtype: str, params: np.ndarray, device_id: int = 0) -> Cud
 
 def run_probe(device_id: int = 0) -> None:
     """Compile and run the probe kernel on 3 elements; raise BackendUnavailableError on any problem."""
+    import tempfile
+
+    from ..toolchains.cuda_compiler import find_cuda_compiler
+
     cupy = import_cupy()
     check_device_id(device_id, device_count(cupy))
     try:
-        with cupy.cuda.Device(device_id):
-            function = cupy.RawModule(code=probe_source()).get_function(PROBE_KERNEL)
+        compiler = find_cuda_compiler()
+    except (ToolchainNotFoundError, ValueError) as exc:
+        raise BackendUnavailableError(f"no CUDA compiler: {exc}") from exc
+    try:
+        # The same path as the layers (our compiler, CuPy loads the file), outside the cache.
+        binary = compiler.compile(probe_source(), device_arch(cupy, device_id))
+        with tempfile.TemporaryDirectory(prefix="hs-probe-") as folder, cupy.cuda.Device(device_id):
+            path = os.path.join(folder, f"probe.{binary.format}")
+            with open(path, "wb") as handle:
+                handle.write(binary.data)
+            function = cupy.RawModule(path=path).get_function(PROBE_KERNEL)
             x = cupy.asarray(np.array([0.0, 1.0, 2.0], dtype=np.float32))
             y = cupy.full(3, np.nan, dtype=np.float32)
             function((1,), (32,), (x, y, np.int32(3)))

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..codegen.cuda_source import BLOCK_THREADS, BLOCKS_PER_SM, ROW_KERNEL_MIN_COLS
+from ..codegen.cuda_launch import BLOCK_THREADS, BLOCKS_PER_SM, ROW_KERNEL_MIN_COLS
 from ..codegen.cuda_tiles import TileLaunch, TileTable, plan_tiles, tile_table
 from ..errors import FormulaParsingError
 

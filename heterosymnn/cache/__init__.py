@@ -5,9 +5,12 @@
 * :func:`default_cache`, :func:`stats`, :func:`reset_stats` - the process-wide
   cache for the configured directory;
 * :func:`cache_info`, :func:`list_entries`, :func:`clear`, :func:`prune` - what
-  ``python -m heterosymnn.cache`` does.
+  ``python -m heterosymnn.cache`` does;
+* :func:`export_bundle`, :func:`import_bundle` - portable bundles of entries.
 """
 from __future__ import annotations
+
+from typing import Any
 
 from .entry import Entry
 from .key import CACHE_SCHEMA, CODEGEN_VERSION, cache_key
@@ -19,16 +22,33 @@ __all__ = [
     "CACHE_SCHEMA",
     "CODEGEN_VERSION",
     "Builder",
+    "BundleError",
     "CacheStats",
     "Entry",
+    "ExportReport",
+    "ImportReport",
     "KernelCache",
     "cache_info",
     "cache_key",
     "clear",
     "default_cache",
+    "export_bundle",
+    "import_bundle",
     "list_entries",
     "parse_size",
     "prune",
     "reset_stats",
     "stats",
 ]
+
+# Bundles are loaded on first use: a process that only runs kernels never imports tarfile.
+_BUNDLE_NAMES = {"BundleError": "bundle_format", "ExportReport": "bundle", "ImportReport": "bundle",
+                 "export_bundle": "bundle", "import_bundle": "bundle"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUNDLE_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_BUNDLE_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

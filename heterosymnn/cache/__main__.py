@@ -1,4 +1,4 @@
-"""``python -m heterosymnn.cache info|list|clear|prune --max-size SIZE``.
+"""``python -m heterosymnn.cache info|list|clear|prune --max-size SIZE|export|import|warm``.
 
 Exit status: 0 done, 1 not entirely done (an entry in use was skipped, or prune
 could not get under the limit), 2 usage error.
@@ -41,7 +41,34 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--max-size", required=True, type=_size_arg, metavar="SIZE",
                      help="e.g. 500M, 2G or 1024 (bytes); K/M/G/T are binary multiples")
     cmd.add_argument("--json", action="store_true", help="print JSON")
+    _bundle_commands(sub)
+    _warm_command(sub)
     return parser
+
+
+def _warm_command(sub: Any) -> None:
+    from .warm_cli import add_warm_parser
+
+    add_warm_parser(sub)
+
+
+def _bundle_commands(sub: Any) -> None:
+    cmd = sub.add_parser("export", help="write cache entries into one portable bundle file")
+    cmd.add_argument("bundle", metavar="BUNDLE", help="the file to write (e.g. layers.hsb)")
+    cmd.add_argument("--configs", metavar="FILE",
+                     help="only what this JSON layer file needs (a list of layers, each a list of node "
+                          "configs), building what is missing first")
+    cmd.add_argument("--targets", nargs="+", default=None, metavar="TARGET",
+                     help="cpu, cuda or CUDA architectures such as sm_80 (default: every entry; "
+                          "with --configs: cpu)")
+    cmd.add_argument("--dtype", nargs="+", default=["float32"], metavar="DTYPE",
+                     help="with --configs: float32 and/or float64 (default: float32)")
+    cmd.add_argument("--mode", nargs="+", default=["activation"], metavar="MODE",
+                     help="with --configs: activation and/or loss (default: activation)")
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    cmd = sub.add_parser("import", help="verify a bundle and publish its entries into the cache")
+    cmd.add_argument("bundle", metavar="BUNDLE", help="a file written by export")
+    cmd.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _human(size: float) -> str:
@@ -86,6 +113,14 @@ def _print_list(rows: List[Dict[str, Any]]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "warm":
+        from .warm_cli import run_warm_command  # builds: only when asked for
+
+        return run_warm_command(args)
+    if args.command in ("export", "import"):
+        from .bundle_cli import run_bundle_command  # the bundle modules only when asked for
+
+        return run_bundle_command(args)
     if args.command in ("info", "list"):
         data = manage.cache_info() if args.command == "info" else manage.list_entries()
         if args.json:

@@ -9,7 +9,8 @@ nodes-first driver, whose macros, typedefs and ``hs_team_*`` it uses::
 ``cg_fns[r]`` is row ``r``'s constants-gradient function, NULL for a row without
 constants (``fns[r]`` runs it and nothing is written for it).
 ``offsets[r] .. offsets[r+1]-1`` are row ``r``'s entries of ``cgrad``, which is
-overwritten. It returns 0, or -1 when scratch memory could not be allocated.
+overwritten. It returns 0, -1 when scratch memory could not be allocated, or
+``HS_OVERLAP`` (nothing written) when ``out`` overlaps an input without being it.
 The features-last entry (:mod:`heterosymnn.codegen.c_features_last`) shares the
 call record ``hs_job_*``, the pieces and the reduction.
 
@@ -134,6 +135,8 @@ int hs_run_cgrad_{tag}(const hs_row_fn_{tag} *fns, const hs_cg_fn_{tag} *cg_fns,
             cgrad[r] = 0.0;
         return 0;
     }}
+    if (hs_overlap_{tag}(a, b, g, out, rows * cols))
+        return HS_OVERLAP;
     if (hs_start_{tag}(&job, fns, cg_fns, rows, cols, a, b, g, out, params, p_stride, offsets))
         return -1;
     threads = hs_threads_{tag}(rows, cols, nthreads);

@@ -12,10 +12,9 @@ otherwise as in ``hs_run_cgrad_*``, with the same spans and so the same bits.
 
 A task copies a tile of ``HS_TILE`` samples x ``HS_NODE_BLOCK`` nodes into
 node-major stack buffers, runs each node's row function on its contiguous samples
-and copies the results back: no transposed copy of the whole array, and the row
-functions see exactly the runs nodes-first gives them (tiles are whole numbers of
-vectors, so each sample takes the same vector or scalar path as in a row: the
-results are bit-identical).
+and copies the results back: no transposed copy of the whole array, and the results
+are bit-identical to nodes-first (a row function computes every element alike,
+wherever it sits: :mod:`heterosymnn.codegen.c_blocks`).
 
 Measured (float32, 1024 nodes x 1024 samples, 8 mixed formulas, one thread,
 benchmarks/features_last.py): a tile row of one cache line (16 nodes) made the
@@ -229,6 +228,8 @@ int hs_run_fl_{tag}(const hs_row_fn_{tag} *fns, const hs_cg_fn_{tag} *cg_fns, in
             cgrad[t] = 0.0;
         return 0;
     }}
+    if (hs_overlap_{tag}(a, b, g, out, nodes * samples))
+        return HS_OVERLAP;
     if (hs_start_{tag}(&job, fns, cg_fns, nodes, samples, a, b, g, out, params, p_stride, offsets))
         return -1;
     threads = hs_team_{tag}(nodes * samples, tasks, nthreads);

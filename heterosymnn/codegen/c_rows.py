@@ -33,6 +33,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import sympy as sp
 
+from heterosymnn.codegen.c_blocks import block_loop, pad_buffers
 from heterosymnn.codegen.c_printer import CPrinter
 from heterosymnn.codegen.c_runtime import SPAN_ELEMENTS
 from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
@@ -267,30 +268,41 @@ def _row_function(structure: Structure, name: str, body: Body, dtype: str, usage
         unread.append("p")
     if unread:
         lines.append("    " + " ".join(f"(void){ptr};" for ptr in unread))
+    tag = DTYPES[dtype][1]
+    lines += pad_buffers(ctype, tag, sorted(read))
     if cgrad:
-        lines += _span_loops(printer, body, ctype, DTYPES[dtype][1], grad)
+        lines += _span_loops(printer, body, ctype, tag, grad, sorted(read))
     else:
-        lines += ["    HS_SIMD_LOOP", "    for (int64_t i = 0; i < n; ++i) {"]
-        lines += element_body(printer, body, ctype, grad)
-        lines += ["    }"]
+        # Blocks, the tail padded: every element takes the same vector path (c_blocks).
+        lines += block_loop(ctype, tag, sorted(read), element_body(printer, body, ctype, grad),
+                            first="0", limit="n", restrict=True)
     return "\n".join(lines + ["}"]) + "\n"
 
 
-def _span_loops(printer: CPrinter, body: Body, ctype: str, tag: str, grad: bool) -> List[str]:
-    """The constants-gradient loops: per span, ``out`` and every slot's terms, then their sums."""
+def _span_loops(printer: CPrinter, body: Body, ctype: str, tag: str, grad: bool,
+                read: Sequence[str]) -> List[str]:
+    """The constants-gradient loops: per span, ``out`` and every slot's terms, then their sums.
+
+    A span is whole blocks (``SPAN_ELEMENTS`` is a multiple of every block width), so
+    the terms of a padded tail block land inside the span buffer, past the span's end,
+    where the sum never reads them.
+    """
     terms: Sequence[sp.Basic] = body.lowered.results[1:]
     span = SPAN_ELEMENTS
     lines = [f"    {ctype} dp{k}[{span}];" for k in range(len(terms))]
     lines += [f"    for (int64_t s = 0; s < n; s += {span}) {{",
-              f"        const int64_t end = n - s < {span} ? n : s + {span};",
-              "        HS_SIMD_LOOP",
-              "        for (int64_t i = s; i < end; ++i) {"]
+              f"        const int64_t end = n - s < {span} ? n : s + {span};"]
     *statements, store_out = element_body(printer, body, ctype, grad)
-    lines += ["    " + line for line in statements]
     for k, term in enumerate(terms):
         value = printer.expression(term)
-        lines.append(f"            dp{k}[i - s] = g[i]*({value});" if grad else f"            dp{k}[i - s] = {value};")
-    lines += ["    " + store_out, "        }"]  # last: every read of this element comes before
+        statements.append(f"dq{k}[i] = g[i]*({value});" if grad else f"dq{k}[i] = {value};")
+    statements.append(store_out)  # last: every read of this element comes before
+
+    def scope(offset: str) -> List[str]:
+        return [f"{ctype} *HS_RESTRICT dq{k} = dp{k} + {offset};" for k in range(len(terms))]
+
+    lines += block_loop(ctype, tag, read, statements, first="s", limit="end", restrict=False,
+                        scope=scope, indent=2)
     lines += [f"        cg[{k}] = hs_span_sum_{tag}(dp{k}, end - s);" for k in range(len(terms))]
     lines += [f"        cg += {len(terms)};", "    }"]
     return lines

@@ -5,11 +5,13 @@ once and cached like any other artifact. It receives one row-function pointer
 per row (any row function of :mod:`heterosymnn.codegen.c_source`, from any
 module) and runs the rows, and chunks of long rows, in parallel with OpenMP::
 
-    void hs_run_f32(const hs_row_fn_f32 *fns, int64_t rows, int64_t cols,
+    int hs_run_f32(const hs_row_fn_f32 *fns, int64_t rows, int64_t cols,
                     const float *a, const float *b, const float *g, float *out,
-                    const double *params, int64_t p_stride, int nthreads);
+                   const double *params, int64_t p_stride, int nthreads);
 
-Arrays are C-contiguous ``(rows, cols)``; ``b``/``g`` may be NULL (and
+It returns 0, or ``HS_OVERLAP`` (-2, :data:`OVERLAP`) without touching anything when
+``out`` overlaps an input without being it (``out`` equal to an input is fine: rows are
+element-wise); every entry does. Arrays are C-contiguous ``(rows, cols)``; ``b``/``g`` may be NULL (and
 ``params`` too when no row has slots); row ``r`` reads its slot values at
 ``params + r*p_stride``; ``nthreads`` 0 means the
 OpenMP default. Small inputs never enter an OpenMP region (entering one costs
@@ -44,6 +46,8 @@ TILE_SAMPLES = 128
 #: ... and bytes of a tile's row in the caller's array: several cache lines of nodes.
 NODE_BLOCK_BYTES = 256
 _ITEMSIZE = {"float32": 4, "float64": 8}
+#: What every entry of the driver returns when ``out`` partly overlaps an input.
+OVERLAP = -2
 
 _TEMPLATE = """\
 /* heterosymnn layer driver: {dtype} */
@@ -62,6 +66,11 @@ _TEMPLATE = """\
 
 typedef void (*hs_row_fn_{tag})(int64_t, const {T} *, const {T} *, const {T} *, {T} *,
                               const double *);
+
+/* What an entry returns when `out` partly overlaps an input (see hs_overlap_{tag}). */
+#ifndef HS_OVERLAP
+#define HS_OVERLAP (-2)
+#endif
 
 /* Threads for `tasks` tasks over `total` elements: 1 means the serial path. */
 static int hs_team_{tag}(int64_t total, int64_t tasks, int nthreads)
@@ -85,6 +94,24 @@ int hs_threads_{tag}(int64_t rows, int64_t cols, int nthreads)
     return hs_team_{tag}(rows * cols, rows * chunks, nthreads);
 }}
 
+/* Whether `out` overlaps one of the inputs without being it (n elements each): element-wise
+   rows may write in place, but a shifted overlap would read values already written. The
+   caller then runs again on copies of the inputs (HS_OVERLAP). Compared as integers: the
+   arrays are unrelated objects to C. */
+int hs_overlap_{tag}(const {T} *a, const {T} *b, const {T} *g, const {T} *out, int64_t n)
+{{
+    const uintptr_t lo = (uintptr_t)out, hi = (uintptr_t)(out + n);
+    const {T} *inputs[3];
+    int k;
+    inputs[0] = a; inputs[1] = b; inputs[2] = g;
+    for (k = 0; k < 3; ++k) {{
+        const uintptr_t at = (uintptr_t)inputs[k];
+        if (inputs[k] && inputs[k] != out && at < hi && lo < (uintptr_t)(inputs[k] + n))
+            return 1;
+    }}
+    return 0;
+}}
+
 /* Offsets are applied only to pointers that exist: NULL + k is undefined. */
 static void hs_span_{tag}(hs_row_fn_{tag} fn, int64_t offset, int64_t len,
                         const {T} *a, const {T} *b, const {T} *g, {T} *out,
@@ -94,19 +121,21 @@ static void hs_span_{tag}(hs_row_fn_{tag} fn, int64_t offset, int64_t len,
        out + offset, params ? params + p_offset : NULL);
 }}
 
-void hs_run_{tag}(const hs_row_fn_{tag} *fns, int64_t rows, int64_t cols,
-                const {T} *a, const {T} *b, const {T} *g, {T} *out,
-                const double *params, int64_t p_stride, int nthreads)
+int hs_run_{tag}(const hs_row_fn_{tag} *fns, int64_t rows, int64_t cols,
+               const {T} *a, const {T} *b, const {T} *g, {T} *out,
+               const double *params, int64_t p_stride, int nthreads)
 {{
     int64_t r;
     int threads;
     if (rows <= 0 || cols <= 0)
-        return;
+        return 0;
+    if (hs_overlap_{tag}(a, b, g, out, rows * cols))
+        return HS_OVERLAP;
     threads = hs_threads_{tag}(rows, cols, nthreads);
     if (threads <= 1) {{
         for (r = 0; r < rows; ++r)
             hs_span_{tag}(fns[r], r * cols, cols, a, b, g, out, params, r * p_stride);
-        return;
+        return 0;
     }}
 #ifdef _OPENMP
     {{
@@ -127,6 +156,7 @@ void hs_run_{tag}(const hs_row_fn_{tag} *fns, int64_t rows, int64_t cols,
         }}
     }}
 #endif
+    return 0;
 }}
 """
 
@@ -134,9 +164,10 @@ _CDEF = """\
 typedef void (*hs_row_fn_{tag})(int64_t, const {T} *, const {T} *, const {T} *, {T} *,
                               const double *);
 int hs_threads_{tag}(int64_t rows, int64_t cols, int nthreads);
-void hs_run_{tag}(const hs_row_fn_{tag} *fns, int64_t rows, int64_t cols,
-                const {T} *a, const {T} *b, const {T} *g, {T} *out,
-                const double *params, int64_t p_stride, int nthreads);
+int hs_overlap_{tag}(const {T} *a, const {T} *b, const {T} *g, const {T} *out, int64_t n);
+int hs_run_{tag}(const hs_row_fn_{tag} *fns, int64_t rows, int64_t cols,
+               const {T} *a, const {T} *b, const {T} *g, {T} *out,
+               const double *params, int64_t p_stride, int nthreads);
 """
 
 

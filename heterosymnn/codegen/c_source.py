@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Sequence, Tuple
 
-from heterosymnn.codegen import c_prelude
+from heterosymnn.codegen import c_blocks, c_prelude
 from heterosymnn.codegen.c_printer import CPrinter
 from heterosymnn.codegen.c_rows import render_rows, span_sum_helper
 from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
@@ -124,6 +124,7 @@ def render_c_module(structures: Sequence[Structure], dtype: str, *, rows: bool =
     source = "\n".join(filter(None, [
         f"/* heterosymnn generated kernels: {dtype}, codegen v{CODEGEN_VERSION} */",
         c_prelude.COMMON_PRELUDE,
+        c_blocks.BLOCK_MACROS,
         vector_decls,
         printer.helper_definitions(),
         span_sum_helper(dtype) if grads else "",

@@ -58,23 +58,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from heterosymnn.codegen.c_rows import render_backward, row_function_names
 from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
+from heterosymnn.codegen.cuda_launch import (  # noqa: F401  (re-exported: SymPy-free home)
+    BLOCK_THREADS, BLOCKS_PER_SM, CUDA_OPTIONS, ROW_KERNEL_MIN_COLS, Launch, plan_launch)
 from heterosymnn.codegen.cuda_printer import CUDA_CONSTANTS, CudaPrinter
 from heterosymnn.codegen.cuda_tiles import TileCase, render_tile_kernels
 from heterosymnn.codegen.dtypes import CODEGEN_VERSION
 from heterosymnn.codegen.lowering import INPUT_NAMES, Body, bind_structure, element_body
 from heterosymnn.symbolic.structure import Structure
 
-#: Options every generated CUDA source is compiled with (CuPy adds the -arch).
-NVRTC_OPTIONS: Tuple[str, ...] = ("--fmad=false",)
-#: Threads per block of both kernels.
-BLOCK_THREADS = 256
-#: Rows shorter than this take the one-thread-per-element kernel.
-ROW_KERNEL_MIN_COLS = 32
-#: Resident blocks aimed for per multiprocessor; more only adds scheduling.
-BLOCKS_PER_SM = 32
-_MAX_GRID_Y = 65535
-_MAX_GRID_X = 2**31 - 1
-
+#: Options every generated CUDA source is compiled with (the compiler adds the architecture).
+NVRTC_OPTIONS: Tuple[str, ...] = CUDA_OPTIONS
 _KERNEL_PARAMS = ("const int *ids, const double *params, long long p_stride, long long rows,\n"
                   "    long long cols, const {T} *a, const {T} *b, const {T} *g, {T} *out")
 _SPAN_PARAMS = ("long long s, long long end, long long step, long long base, long long stride,\n"
@@ -113,38 +106,12 @@ class CudaModule:
     constants_grad_problems: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
-class Launch:
-    """Which kernel runs a ``(rows, cols)`` shape, and its grid."""
-
-    kind: str  # "rows" or "elems"
-    grid: Tuple[int, int, int]
-    block: Tuple[int, int, int]
-
-
 def kernel_names(dtype: str) -> Dict[str, str]:
     """Kernel role -> ``extern "C"`` name for ``dtype``."""
     tag = DTYPES[check_dtype(dtype)][1]
     names = {f"{d}_{k}": f"hs_{d}_{k}_{tag}" for d in ("forward", "backward") for k in ("rows", "elems")}
     names.update((role, f"hs_{role}_{tag}") for role in TILE_ROLES)
     return names
-
-
-def plan_launch(rows: int, cols: int, sm_count: int) -> Launch:
-    """Kernel and grid for a C-contiguous ``(rows, cols)`` launch.
-
-    Enough blocks to fill ``sm_count`` multiprocessors, never more blocks
-    than there are elements; grid-stride loops in the kernels cover the rest.
-    """
-    target = max(1, sm_count) * BLOCKS_PER_SM
-    block = (BLOCK_THREADS, 1, 1)
-    if cols >= ROW_KERNEL_MIN_COLS:
-        grid_y = min(rows, _MAX_GRID_Y)
-        per_row = -(-cols // BLOCK_THREADS)
-        grid_x = max(1, min(per_row, -(-target // grid_y)))
-        return Launch("rows", (grid_x, grid_y, 1), block)
-    blocks = -(-(rows * cols) // BLOCK_THREADS)
-    return Launch("elems", (max(1, min(blocks, target, _MAX_GRID_X)), 1, 1), block)
 
 
 def render_cuda_module(structures: Sequence[Structure], dtype: str) -> CudaModule:

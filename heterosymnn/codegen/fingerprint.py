@@ -32,6 +32,7 @@ GENERATOR_PARTS: Tuple[str, ...] = (
     "backends/cpu_modules.py",    # which functions a module holds, its compile arguments
     "backends/cuda.py",           # how the CUDA source is compiled and launched
     "backends/cuda_tiles.py",     # ...and the order in which its partial sums are added
+    "backends/cuda_modules.py",   # how a cubin is built and recorded
 )
 
 

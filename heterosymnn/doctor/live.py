@@ -59,6 +59,9 @@ def _gpu_fix(cuda: Optional[Dict[str, Any]], message: str) -> str:
                 "list the GPU) and check CUDA_VISIBLE_DEVICES")
     if "not available in this version" in message:
         return "this heterosymnn has no GPU_CUDA backend: upgrade heterosymnn"
+    if "no CUDA compiler" in message:
+        return ("install NVRTC (`pip install nvidia-cuda-nvrtc-cu12`) or the CUDA toolkit (nvcc); the "
+                "toolchains section says why each CUDA compiler is unusable")
     return f"check the CUDA section (driver and runtime versions must match CuPy's build); {REPORT_BUG}"
 
 

@@ -99,7 +99,9 @@ def probe_toolchains() -> List[Dict[str, Any]]:
             "isa": chain.isa if chain else None,
             "reason": result.reason,
         })
-    return rows
+    from .cuda_compilers import compiler_rows  # CUDA compilers: entries "nvrtc" and "nvcc"
+
+    return rows + compiler_rows()
 
 
 def _device(cupy: Any, index: int) -> Dict[str, Any]:
@@ -120,14 +122,26 @@ def _cuda_version(number: Any) -> Any:
     return number
 
 
+def _compilers() -> Dict[str, Any]:
+    from .cuda_compilers import compiler_rows
+
+    rows = compiler_rows()
+    selected = [row["name"] for row in rows if row["selected"]]
+    return {"compiler": selected[0] if selected else None,
+            "compilers": {row["name"]: {k: row[k] for k in ("usable", "version", "path", "architectures", "reason")}
+                          for row in rows}}
+
+
 def probe_cuda() -> Dict[str, Any]:
+    compilers = _guard(_compilers)
+    compilers = compilers if isinstance(compilers, dict) else {"compilers": compilers}
     try:
         import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install raising anything else
         return {"available": False,
                 "reason": f"CuPy cannot be imported ({type(exc).__name__}: {exc}); "
-                          "install it with `pip install heterosymnn[gpu]`"}
-    info: Dict[str, Any] = {"cupy_version": getattr(cupy, "__version__", None)}
+                          "install it with `pip install heterosymnn[gpu]`", **compilers}
+    info: Dict[str, Any] = {"cupy_version": getattr(cupy, "__version__", None), **compilers}
     info["cuda_build_version"] = _guard(lambda: _cuda_version(cupy.cuda.driver.get_build_version()))
     info["cuda_runtime_version"] = _guard(lambda: _cuda_version(cupy.cuda.runtime.runtimeGetVersion()))
     info["cuda_driver_version"] = _guard(lambda: _cuda_version(cupy.cuda.runtime.driverGetVersion()))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-TITLES = (("platform", "Platform"), ("packages", "Packages"), ("toolchains", "C toolchains"),
+TITLES = (("platform", "Platform"), ("packages", "Packages"), ("toolchains", "Toolchains (C and CUDA)"),
           ("cuda", "CUDA"), ("cache", "Kernel cache"), ("env", "Environment"),
           ("backends", "Backends (live check)"), ("errors", "Probe errors"))
 
@@ -31,10 +31,22 @@ def _pairs(pairs: List[tuple], indent: str = "  ") -> List[str]:
     return lines
 
 
+def _cuda_compiler_text(row: Dict[str, Any]) -> str:
+    if not row.get("usable"):
+        return f"not usable: {row.get('reason')}\nfix: {row.get('fix')}"
+    archs = row.get("architectures") or []
+    span = f"{archs[0]} ... {archs[-1]} ({len(archs)})" if archs else "architectures unknown"
+    text = f"usable: {row.get('family')} {row.get('version')} at {row.get('path')} [{span}]"
+    text += " (selected)" if row.get("selected") else ""
+    return text + (f"\n{row['reason']}" if row.get("reason") else "")
+
+
 def _toolchain_pairs(rows: List[Dict[str, Any]]) -> List[tuple]:
     pairs = []
     for row in rows:
-        if row.get("usable"):
+        if row.get("kind") == "cuda":
+            pairs.append((row.get("name"), _cuda_compiler_text(row)))
+        elif row.get("usable"):
             omp = "OpenMP" if row.get("openmp") else "no OpenMP"
             head = f"usable: {row.get('family')} {row.get('version')} at {row.get('path')} [{row.get('isa')}, {omp}]"
             pairs.append((row["name"], head + (f"\n{row['reason']}" if row.get("reason") else "")))
@@ -57,7 +69,12 @@ def _backend_pairs(backends: Dict[str, Dict[str, Any]]) -> List[tuple]:
 
 
 def _cuda_pairs(cuda: Dict[str, Any]) -> List[tuple]:
-    pairs = [(k, v) for k, v in cuda.items() if k != "devices"]
+    pairs = [(k, v) for k, v in cuda.items() if k not in ("devices", "compilers")]
+    for name, row in (cuda.get("compilers") or {}).items():
+        if isinstance(row, dict):
+            what = (f"{row.get('version')} at {row.get('path')}, {len(row.get('architectures') or [])} "
+                    f"architectures" if row.get("usable") else f"not usable: {row.get('reason')}")
+            pairs.append((f"compiler {name}", what))
     for dev in cuda.get("devices", ()):
         if isinstance(dev, dict):
             pairs.append((f"device {dev.get('id')}", f"{dev.get('name')}, compute capability "

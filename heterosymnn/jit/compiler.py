@@ -123,6 +123,7 @@ class SymbolicJITCompiler:
         # A GPU backend allocates on its own device, whatever device is current.
         self._empty = getattr(self._kernels, "empty", self._kernels.array_module.empty)
         self._n_nodes = self._plan.n_nodes
+        self._handles_overlap = bool(getattr(self._kernels, "handles_overlap", False))
         self.forward_kernel = self._loss_forward if mode == LOSS else self._activation_forward
         self.backward_kernel = self._loss_backward if mode == LOSS else self._activation_backward
 
@@ -261,20 +262,38 @@ class SymbolicJITCompiler:
 
     # -- kernels -----------------------------------------------------------------------
     # Each kernel first tries a fast path for the common call (contiguous arrays of the
-    # right type, dtype and rows; ``out`` absent or distinct): on a 32-node layer the
-    # checks would otherwise cost more than the C function. Anything unusual goes
-    # through the full checks, which also produce the error messages.
-    def _ready(self, array: Any) -> bool:
-        return (type(array) is self._ndarray and array.dtype == self.dtype and array.flags.c_contiguous
-                and (self._elementwise_loss or (0 < array.ndim <= 2 and array.shape[0] == self._n_nodes)))
+    # right type, dtype and rows, views included; ``out`` absent, distinct or an input
+    # itself): on a 32-node layer the checks would otherwise cost more than the C function.
+    # Anything unusual goes through the full checks, which also produce the error messages.
+    def _fast(self, z: Any, out: Any, *grad: Any) -> bool:
+        """Whether a nodes-first activation call may skip the full checks (one method: on a
+        32-node layer every call here costs a measurable part of the whole).
 
-    def _fresh_out(self, out: Any, like: Any) -> bool:
-        return (type(out) is self._ndarray and out.shape == like.shape and out.dtype == self.dtype
-                and out.flags.c_contiguous and out.flags.writeable and out.base is None
-                and like.base is None and out is not like)
+        ``z`` (and ``grad``, when given): contiguous arrays of the right type, dtype and rows, views
+        included. ``out``: absent, or the right writeable array that does not overlap the
+        inputs in a way the backend would not take. Being an input is fine (rows are
+        element-wise); CPU_JIT finds a partial overlap itself, from the pointers it has;
+        elsewhere arrays that own their memory are the cheap proof of no overlap.
+        """
+        ndarray, dtype = self._ndarray, self.dtype
+        if not (type(z) is ndarray and z.dtype == dtype and z.flags.c_contiguous
+                and 0 < z.ndim <= 2 and z.shape[0] == self._n_nodes):
+            return False
+        for g in grad:
+            if not (type(g) is ndarray and g.shape == z.shape and g.dtype == dtype and g.flags.c_contiguous):
+                return False
+        if out is None:
+            return True
+        if not (type(out) is ndarray and out.shape == z.shape and out.dtype == dtype):
+            return False
+        flags = out.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return False
+        return self._handles_overlap or all(out is x or (out.base is None and x.base is None)
+                                            for x in (z, *grad))
 
     def _activation_forward(self, z: Any, out: Any = None, *, features_last: bool = False) -> Any:
-        if not features_last and self._ready(z) and (out is None or self._fresh_out(out, z)):
+        if not features_last and self._fast(z, out):
             if out is None:
                 out = self._empty(z.shape, self.dtype)
             if z.size:
@@ -285,8 +304,7 @@ class SymbolicJITCompiler:
 
     def _activation_backward(self, z: Any, grad: Any, out: Any = None, *, constants_grad: Any = None,
                              features_last: bool = False) -> Any:
-        if (constants_grad is None and not features_last and self._ready(z) and self._ready(grad) and z.shape == grad.shape
-                and (out is None or (self._fresh_out(out, z) and grad.base is None and out is not grad))):
+        if constants_grad is None and not features_last and self._fast(z, out, grad):
             if out is None:
                 out = self._empty(z.shape, self.dtype)
             if z.size:

@@ -55,12 +55,20 @@ class Nvrtc:
         NVRTC's (major, minor) version.
     location : str
         The module or shared library it came from.
+    architectures : tuple of str
+        The real architectures it can build cubins for (``"sm_75"``, ...), from
+        ``nvrtcGetSupportedArchs``; empty when that query is unavailable.
     """
 
     provider: str
     version: Tuple[int, int]
     location: str
     _compile: Compile = dataclasses.field(repr=False, compare=False)
+    architectures: Tuple[str, ...] = ()
+
+    @property
+    def version_text(self) -> str:
+        return f"{self.version[0]}.{self.version[1]}"
 
     def compile(self, source: str, arch: str = "sm_80", options: Sequence[str] = (),
                 *, cubin: bool = False, name: str = "heterosymnn.cu") -> Tuple[bytes, str]:
@@ -128,7 +136,8 @@ def _from_cupy() -> Nvrtc:
         finally:
             nvrtc.destroyProgram(prog)
 
-    return Nvrtc("cupy", (int(major), int(minor)), nvrtc.__file__, compile_)
+    archs = _arch_names(_quietly(lambda: list(nvrtc.getSupportedArchs())))
+    return Nvrtc("cupy", (int(major), int(minor)), nvrtc.__file__, compile_, archs)
 
 
 # -- cuda-bindings -------------------------------------------------------------------------------
@@ -160,7 +169,8 @@ def _from_cuda_bindings() -> Nvrtc:
         finally:
             nvrtc.nvrtcDestroyProgram(prog)
 
-    return Nvrtc("cuda-bindings", (int(major), int(minor)), nvrtc.__file__, compile_)
+    archs = _arch_names(_quietly(lambda: list(nvrtc.nvrtcGetSupportedArchs()[1])))
+    return Nvrtc("cuda-bindings", (int(major), int(minor)), nvrtc.__file__, compile_, archs)
 
 
 # -- the shared library through ctypes -----------------------------------------------------------
@@ -236,4 +246,29 @@ def _wrap_library(lib: Any, path: str) -> Nvrtc:
         finally:
             lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
-    return Nvrtc("library", (major.value, minor.value), path, compile_)
+    return Nvrtc("library", (major.value, minor.value), path, compile_, _library_archs(lib))
+
+
+def _library_archs(lib: Any) -> Tuple[str, ...]:
+    def query() -> List[int]:
+        count = ctypes.c_int()
+        if lib.nvrtcGetNumSupportedArchs(ctypes.byref(count)) != 0:
+            return []
+        numbers = (ctypes.c_int * count.value)()
+        if lib.nvrtcGetSupportedArchs(numbers) != 0:
+            return []
+        return list(numbers)
+
+    return _arch_names(_quietly(query))
+
+
+def _quietly(query: Callable[[], List[int]]) -> List[int]:
+    # The query appeared in NVRTC 11.2: an older one still compiles, it just cannot list them.
+    try:
+        return [int(n) for n in query()]
+    except Exception:
+        return []
+
+
+def _arch_names(numbers: Sequence[int]) -> Tuple[str, ...]:
+    return tuple(f"sm_{n}" for n in sorted(set(numbers)))

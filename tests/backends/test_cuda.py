@@ -220,3 +220,24 @@ def test_probe_kernel_runs():
     from heterosymnn.backends.cuda import run_probe
 
     run_probe(0)
+
+
+def test_kernels_come_from_a_cubin_in_the_shared_cache(cp, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from heterosymnn import cache
+    from heterosymnn.toolchains.cuda_compiler import elf_architecture
+
+    gpu, cpu = _pair(["relu", ("a*sin(num)", {"a": 2.0})], "float32")
+    arch = f"sm_{cp.cuda.Device(0).compute_capability}"
+    path = Path(gpu._kernels.module_path)
+    assert path.is_relative_to(cache.default_cache().root)
+    if path.suffix == ".cubin":
+        assert elf_architecture(path.read_bytes()) == arch
+    log = [json.loads(line) for line in cache.default_cache().layout.log.read_text().splitlines()]
+    assert [line["kind"] for line in log if line["kind"].startswith("cuda-")] in (["cuda-cubin"], ["cuda-ptx"])
+    calls = count_front_end_calls(monkeypatch)
+    again = SymbolicJITCompiler(["relu", ("a*sin(num)", {"a": 2.0})], "GPU_CUDA", strict=True)
+    assert calls == {"analyze": 0, "render": 0} and again._kernels.module_path == str(path)
+    _check_activation(cp, again, cpu, _inputs(2, 40, "float32"), "float32", "warm from the cache")

@@ -1,8 +1,8 @@
 """GPU_CUDA without a GPU: fallbacks and their messages, and the backend's wiring on a simulated CuPy.
 
 These need no GPU. Most situations are *simulated* by replacing ``cupy`` in ``sys.modules``
-(a missing CuPy, an import that raises, a CuPy that sees no device or no driver, an NVRTC
-failure), because the machines that run the test suite usually have no GPU at all; the
+(a missing CuPy, an import that raises, a CuPy that sees no device or no driver, a module the
+driver refuses, no CUDA compiler), because the machines that run the test suite usually have no GPU at all; the
 first tests use whatever this machine really has. The last section runs the real backend
 on a simulated two-device CuPy whose kernels are the generated CUDA built for the host
 (``tests/cuda_emulation.py``): ids, constants, launches, ``set_gpu_id`` and device checks
@@ -111,6 +111,8 @@ class _FakeRuntime:
 
 
 class _FakeDevice:
+    compute_capability = "80"
+
     def __init__(self, device_id):
         self.id = device_id
 
@@ -209,21 +211,39 @@ def test_device_list_in_the_message():
     assert cuda.check_device_id(1, 2) == 1
 
 
-def test_simulated_nvrtc_failure(monkeypatch, python_cpu):
-    class CompileException(Exception):
+def test_simulated_module_load_failure(monkeypatch, python_cpu, fresh_cache_dir):
+    from heterosymnn.toolchains.cuda_compiler import detect_cuda_compilers
+
+    if not any(status.usable for status in detect_cuda_compilers()):
+        pytest.skip("no CUDA compiler to build the cubin whose loading fails")
+
+    class CUDADriverError(Exception):
         pass
 
-    class RawModule:
-        def __init__(self, code, options=()):
-            self.code = code
+    class RawModule:  # the cubin is real (built by our compiler); the driver refuses it
+        def __init__(self, code=None, *, path=None, options=()):
+            assert code is None and path.endswith(".cubin")
 
         def get_function(self, name):
-            raise CompileException("heterosymnn.cu(12): error: identifier \"x\" is undefined (simulated)")
+            raise CUDADriverError("CUDA_ERROR_NO_BINARY_FOR_GPU: no kernel image is available (simulated)")
 
     cupy = _fake_cupy(count=1)
     cupy.RawModule = RawModule
     monkeypatch.setitem(sys.modules, "cupy", cupy)
-    _falls_back_with("could not be compiled or loaded on device 0 (CompileException: heterosymnn.cu(12): error")
+    _falls_back_with("could not be compiled or loaded on device 0 (CUDADriverError: CUDA_ERROR_NO_BINARY_FOR_GPU")
+
+
+def test_no_cuda_compiler_falls_back_naming_both(monkeypatch, python_cpu):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(count=1))
+    monkeypatch.setenv("HETEROSYMNN_CUDA_COMPILER", "nvcc")
+    monkeypatch.setenv("HETEROSYMNN_NVCC", "no-such-nvcc-here")
+    from heterosymnn.toolchains import cuda_compiler
+
+    cuda_compiler.clear_caches()
+    try:
+        _falls_back_with("HETEROSYMNN_NVCC='no-such-nvcc-here' is not an executable nvcc")
+    finally:
+        cuda_compiler.clear_caches()
 
 
 # -- importing never depends on CuPy -------------------------------------------------------------------
