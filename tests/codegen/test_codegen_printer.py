@@ -150,7 +150,7 @@ def test_row_functions_hoist_used_slots_and_skip_unread_pointers():
     assert "const float c0 = (float)p[0];" in body
     assert "c2" not in body  # the derivative does not use p2: no unused local
     assert "(void)b;" in body and "g[i]*(" in body
-    assert re.search(r"HS_SIMD_LOOP\n\s+for \(int64_t i = 0; i < n; \+\+i\)", body)
+    assert re.search(r"HS_SIMD_LOOP\n\s+for \(int64_t i = 0; i < hs_count; \+\+i\)", body)  # one block loop
     loss = render_c([make(LOSS, (YP - YT)**2)], "float64")
     assert "const double yt = b[i];" in loss and "(void)g; (void)p;" in loss
 
@@ -197,7 +197,7 @@ def test_runtime_source_carries_its_thresholds():
         "hs_run_f64", "hs_threads_f64", "hs_row_fn_f64")
     assert (rt.cgrad_name, rt.features_last_name, rt.cgrad_fn_type) == (
         "hs_run_cgrad_f64", "hs_run_fl_f64", "hs_cg_fn_f64")
-    assert "void hs_run_f64(const hs_row_fn_f64 *fns" in rt.cdef
+    assert "int hs_run_f64(const hs_row_fn_f64 *fns" in rt.cdef
     assert "int hs_run_cgrad_f64(" in rt.cdef and "int hs_run_fl_f64(" in rt.cdef
     with pytest.raises(ValueError):
         render_runtime("float32", chunk_elements=0)
