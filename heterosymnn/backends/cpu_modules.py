@@ -16,7 +16,6 @@ to the constants nor compile those functions.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import importlib.machinery
 import importlib.util
@@ -34,7 +33,6 @@ from ..cache.layout import check_key
 from ..config import settings
 from ..errors import JITCompilationError
 from ..toolchains import Toolchain, flags, isa
-from .cffi_build import BuildRequest, build_extension
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +156,8 @@ def build_module(cache: KernelCache, kind: str, module_prefix: str, source: str,
     failed_source = cache.root / "failed" / f"{module_name}.c"
 
     def builder(workdir: Path) -> Dict[str, Any]:
+        from .cffi_build import BuildRequest, build_extension  # build-only: a warm process skips it
+
         request = BuildRequest(
             module_name=module_name, source=source, cdef=cdef,
             compile_args=_compile_args(toolchain), link_args=tuple(toolchain.link_args),
@@ -312,6 +312,8 @@ def _build(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: 
     if len(groups) == 1:
         result.update(build_group(groups[0]))
     else:
+        import concurrent.futures  # build-only
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(groups), cores)) as pool:
             for fields in pool.map(build_group, groups):
                 result.update(fields)

@@ -14,7 +14,6 @@ from typing import Any
 
 from .entry import Entry
 from .key import CACHE_SCHEMA, CODEGEN_VERSION, cache_key
-from .manage import cache_info, clear, list_entries, parse_size, prune
 from .memory import CacheStats
 from .store import Builder, KernelCache, default_cache, reset_stats, stats
 
@@ -41,14 +40,17 @@ __all__ = [
     "stats",
 ]
 
-# Bundles are loaded on first use: a process that only runs kernels never imports tarfile.
-_BUNDLE_NAMES = {"BundleError": "bundle_format", "ExportReport": "bundle", "ImportReport": "bundle",
-                 "export_bundle": "bundle", "import_bundle": "bundle"}
+# Bundles and the management commands are loaded on first use: a process that
+# only runs kernels never imports tarfile (bundles) nor the pruning code.
+_LAZY_NAMES = {"BundleError": "bundle_format", "ExportReport": "bundle", "ImportReport": "bundle",
+               "export_bundle": "bundle", "import_bundle": "bundle",
+               "cache_info": "manage", "clear": "manage", "list_entries": "manage", "parse_size": "manage",
+               "prune": "manage"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _BUNDLE_NAMES:
+    if name in _LAZY_NAMES:
         import importlib
 
-        return getattr(importlib.import_module(f".{_BUNDLE_NAMES[name]}", __name__), name)
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

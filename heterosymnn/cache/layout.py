@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
@@ -135,6 +134,8 @@ def fallback_layout(unusable: Path, error: Union[OSError, str]) -> Layout:
     known = _FALLBACKS.get(str(unusable))
     if known is not None:
         return Layout(known)
+    import tempfile  # only for this fallback: a warm process never needs it
+
     private = Path(tempfile.mkdtemp(prefix="heterosymnn-cache-"))
     _FALLBACKS[str(unusable)] = private
     # Linux unlinks loaded libraries fine; elsewhere leftovers are harmless temp files.

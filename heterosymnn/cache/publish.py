@@ -9,7 +9,6 @@ whatever happens.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -38,6 +37,8 @@ def make(layout: Layout, key: str, builder: Builder) -> Tuple[Entry, float]:
     try:
         os.makedirs(layout.tmp, exist_ok=True)
         # Named after the key so that clear() can tell, by its lock, whether a build still runs.
+        import tempfile  # building only: a warm process never needs it
+
         build_dir = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=layout.tmp))
     except OSError as exc:
         raise Unusable(exc) from exc

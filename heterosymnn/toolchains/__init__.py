@@ -7,12 +7,16 @@ the cache key.
 """
 from __future__ import annotations
 
-from .gcc_clang import detect_gcc_clang
-from .isa import host_level
-from .msvc import detect_msvc
-from .select import FAMILIES, clear_caches, detect_all, find_toolchain
-from .toolchain import DetectorResult, Toolchain
-from .zig import detect_zig, zig_cross_compile_check
+from typing import Any
+
+# Names are loaded on first use: a warm process only reads the persisted
+# toolchain record and never needs the detectors (nor subprocess) imported.
+_LAZY = {
+    "DetectorResult": "toolchain", "Toolchain": "toolchain", "host_level": "isa",
+    "FAMILIES": "select", "clear_caches": "select", "detect_all": "select", "find_toolchain": "select",
+    "detect_gcc_clang": "gcc_clang", "detect_msvc": "msvc",
+    "detect_zig": "zig", "zig_cross_compile_check": "zig",
+}
 
 __all__ = [
     "DetectorResult",
@@ -27,3 +31,15 @@ __all__ = [
     "host_level",
     "zig_cross_compile_check",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

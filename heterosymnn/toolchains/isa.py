@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import platform
-import subprocess
 import sys
 from typing import Iterable, List, Optional, Tuple
 
@@ -89,6 +88,8 @@ def _linux_features(cpuinfo: str) -> Optional[List[str]]:
 
 
 def _macos_features() -> Optional[List[str]]:
+    import subprocess  # here only: Linux and Windows processes never need it
+
     words: List[str] = []
     for key in ("machdep.cpu.features", "machdep.cpu.leaf7_features", "machdep.cpu.extfeatures"):
         try:

@@ -24,7 +24,6 @@ from typing import Any, Dict, Optional
 from ..codegen.fingerprint import current_detector_digest
 from ..config import settings
 from . import isa
-from .select import find_toolchain
 from .toolchain import Toolchain
 
 FILE_NAME = "toolchain.json"
@@ -72,6 +71,8 @@ def find_toolchain_persisted(cache: Any) -> Toolchain:
         else:
             if isa.runs_on(toolchain.isa, isa.host_level()):
                 return toolchain
+    from .select import find_toolchain  # the detectors: imported only when detecting
+
     toolchain = find_toolchain()
     # Keep a few other answers: machines of two CPU levels sharing one home would
     # otherwise each detect again every time the other one had written the file.

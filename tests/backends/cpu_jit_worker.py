@@ -60,6 +60,13 @@ def inputs(n_nodes: int, dtype: str, cols: int = 9):
     return z.astype(dtype), grad.astype(dtype)
 
 
+# Modules only building needs: a warm process must not pay for importing them.
+BUILD_ONLY_MODULES = ("sympy", "subprocess", "concurrent.futures", "heterosymnn.backends.cffi_build",
+                      "heterosymnn.codegen.c_source", "heterosymnn.toolchains.select",
+                      "heterosymnn.toolchains.gcc_clang", "heterosymnn.toolchains.msvc", "heterosymnn.toolchains.zig",
+                      "heterosymnn.cache.manage", "tarfile")
+
+
 def _run(layer: str, dtype: str) -> dict:
     from heterosymnn import SymbolicJITCompiler
     from heterosymnn import cache
@@ -77,6 +84,7 @@ def _run(layer: str, dtype: str) -> dict:
         "pid": os.getpid(),
         "method": comp.calculation_method,
         "sympy_imported": "sympy" in sys.modules,
+        "build_only_imported": [name for name in BUILD_ONLY_MODULES if name in sys.modules],
         "stats": cache.stats().as_dict(),
         "construct_seconds": seconds,
         "forward": forward.astype(np.float64).tolist(),

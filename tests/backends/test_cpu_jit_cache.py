@@ -222,6 +222,7 @@ def test_warm_start_in_a_new_process_needs_no_sympy_and_no_build(fresh_cache_dir
     result = result_of(start_worker(fresh_cache_dir, "run", "small", "float64"))
     assert result["method"] == "CPU_JIT"
     assert result["sympy_imported"] is False
+    assert result["build_only_imported"] == []  # no detectors, compiler driver or SymPy on the warm path
     assert result["stats"]["builds"] == 0 and result["stats"]["functions_built"] == 0
     assert result["warnings"] == []
     assert len(build_log()) == lines

@@ -92,13 +92,13 @@ def _check_layer(layer: List[Tuple[int, Dict[str, float]]], rng: random.Random) 
 
 def _log_compiler_runs() -> None:
     """Append a ``compiled`` line to the build log for every compiler run that compiled structures."""
-    from heterosymnn.backends import cpu_modules
+    from heterosymnn.backends import cffi_build, cpu_modules
     from heterosymnn.cache import buildlog, default_cache
     from heterosymnn.codegen import c_source
 
     sources: Dict[str, List[str]] = {}  # generated source -> record keys of its structures
     context: Dict[str, Any] = {}
-    real_compile, real_render, real_build = cpu_modules._compile, c_source.render_c_module, cpu_modules.build_extension
+    real_compile, real_render, real_build = cpu_modules._compile, c_source.render_c_module, cffi_build.build_extension
 
     def compile_(cache, missing, toolchain, dtype, structures_for):
         context.update(toolchain=toolchain, dtype=dtype)
@@ -119,7 +119,8 @@ def _log_compiler_runs() -> None:
                 "module": request.module_name.rsplit("_", 1)[-1]})
         return result
 
-    cpu_modules._compile, c_source.render_c_module, cpu_modules.build_extension = compile_, render, build
+    # cpu_modules imports build_extension at build time, so patching its home module reaches it.
+    cpu_modules._compile, c_source.render_c_module, cffi_build.build_extension = compile_, render, build
 
 
 def run_layers(seed: int, rounds: int, seconds: float, pool: int) -> Dict[str, Any]:
