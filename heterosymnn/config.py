@@ -32,6 +32,10 @@ class Settings:
     """HETEROSYMNN_NUM_THREADS: OpenMP threads for CPU kernels (0: the OpenMP default)."""
     build_jobs: int = 0
     """HETEROSYMNN_BUILD_JOBS: most compiler runs at once for one build (0: one per usable core)."""
+    cuda_compiler: Optional[str] = None
+    """HETEROSYMNN_CUDA_COMPILER: force the CUDA compiler, nvrtc or nvcc (default: NVRTC, else NVCC)."""
+    nvcc: Optional[str] = None
+    """HETEROSYMNN_NVCC: the nvcc executable to use (default: CUDA_PATH, CUDA_HOME, then PATH)."""
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -25,6 +25,7 @@ import re
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..codegen.cuda_launch import CUDA_OPTIONS
+from ..config import settings
 from ..errors import ToolchainNotFoundError
 from . import nvcc as nvcc_module
 from . import nvrtc as nvrtc_module
@@ -173,7 +174,7 @@ def detect_cuda_compilers() -> List[CudaCompilerStatus]:
 
 def forced_compiler() -> Optional[str]:
     """``HETEROSYMNN_CUDA_COMPILER``, checked; None when unset."""
-    value = os.environ.get(ENV_COMPILER, "").strip().lower()
+    value = (settings().cuda_compiler or "").strip().lower()
     if not value:
         return None
     if value not in NAMES:

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from typing import List, Optional, Sequence, Tuple
 
+from ..config import settings
 from ..errors import JITCompilationError, ToolchainNotFoundError
 
 NAME = "nvcc"
@@ -91,7 +92,7 @@ class Nvcc:
 
 def find_nvcc() -> Nvcc:
     """The nvcc to use (cached per environment); :class:`ToolchainNotFoundError` says why none."""
-    return _find(os.environ.get(ENV_NVCC) or None, os.environ.get("CUDA_PATH") or None,
+    return _find(settings().nvcc, os.environ.get("CUDA_PATH") or None,
                  os.environ.get("CUDA_HOME") or None, os.environ.get("PATH", ""))
 
 
