@@ -89,7 +89,8 @@ def _compile_args(toolchain: Toolchain) -> Tuple[str, ...]:
     return flags.build_compile_args(toolchain.compile_args, toolchain.link_args)
 
 
-def _key(kind: str, source: str, toolchain: Toolchain, dtype: str) -> str:
+def module_entry_key(kind: str, source: str, toolchain: Toolchain, dtype: str) -> str:
+    """Cache key of the extension module of ``kind`` built from ``source`` with ``toolchain``."""
     return cache_key(kind, source=source, toolchain_identity=toolchain.identity(),
                      flags=_compile_args(toolchain) + tuple(toolchain.link_args),
                      extra={"dtype": dtype, "openmp": str(toolchain.openmp)})
@@ -97,12 +98,12 @@ def _key(kind: str, source: str, toolchain: Toolchain, dtype: str) -> str:
 
 def structure_entry_key(structure_key: str, toolchain: Toolchain, dtype: str) -> str:
     """Cache key of one structure's record (computable without SymPy or source)."""
-    return _key("c-structure", f"structure:{structure_key}", toolchain, dtype)
+    return module_entry_key("c-structure", f"structure:{structure_key}", toolchain, dtype)
 
 
 def constants_grad_entry_key(structure_key: str, toolchain: Toolchain, dtype: str) -> str:
     """Cache key of one structure's constants-gradient record (computable without SymPy)."""
-    return _key("c-structure-cgrad", f"structure:{structure_key}", toolchain, dtype)
+    return module_entry_key("c-structure-cgrad", f"structure:{structure_key}", toolchain, dtype)
 
 
 def load_extension(cache: KernelCache, module_key: str) -> Optional[Any]:
@@ -148,7 +149,7 @@ def _runs_here(cache: KernelCache, entry: Any) -> bool:
 def build_module(cache: KernelCache, kind: str, module_prefix: str, source: str, cdef: str,
                  toolchain: Toolchain, dtype: str, functions: int) -> Any:
     """Compile (or find) one extension module for ``source`` and load it."""
-    module_key = _key(kind, source, toolchain, dtype)
+    module_key = module_entry_key(kind, source, toolchain, dtype)
     module = load_extension(cache, module_key)
     if module is not None:
         return module
@@ -285,7 +286,7 @@ def _build(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: 
         generated = c_source.render_c_module(group, dtype, constants_grad=False)  # built lazily
         build_module(cache, "c-module", "_hsnn_rows", generated.source, generated.cdef,
                      toolchain, dtype, functions=len(group))
-        module_key = _key("c-module", generated.source, toolchain, dtype)
+        module_key = module_entry_key("c-module", generated.source, toolchain, dtype)
         return {structure.key: {"kind": "c-structure", "module": module_key,
                                 "forward": generated.functions[structure.key][0],
                                 "backward": generated.functions[structure.key][1]}
@@ -297,7 +298,7 @@ def _build(cache: KernelCache, missing: List[str], toolchain: Toolchain, dtype: 
         if generated.constants_grad:  # none when every structure's derivative failed
             build_module(cache, "c-cgrad-module", "_hsnn_cgrad", generated.source, generated.cdef,
                          toolchain, dtype, functions=len(generated.constants_grad))
-            module_key = _key("c-cgrad-module", generated.source, toolchain, dtype)
+            module_key = module_entry_key("c-cgrad-module", generated.source, toolchain, dtype)
         fields = {}
         for structure in group:
             name = generated.constants_grad.get(structure.key)

@@ -206,7 +206,7 @@ class _Run:
             from ..jit.frontend import LayerSource
 
             layer = LayerSource(configs, mode, self.cache)
-            self.note(layer_plan_key(layer), "layer-plan", **where)
+            self.note(layer.plan_record_key(), "layer-plan", **where)
             if target == CPU:
                 self._cpu(layer, dtype, constants_grad, where)
             else:
@@ -224,8 +224,7 @@ class _Run:
         runtime = render_runtime(dtype)
         cpu_modules.build_module(cache, "c-runtime", "_hsnn_runtime", runtime.source, runtime.cdef, toolchain,
                                  dtype, functions=0)
-        # The runtime's key, as build_module computed it (cpu_modules owns the key function).
-        self.note(cpu_modules._key("c-runtime", runtime.source, toolchain, dtype), "c-runtime", **where)
+        self.note(cpu_modules.module_entry_key("c-runtime", runtime.source, toolchain, dtype), "c-runtime", **where)
         cpu_modules.ensure_structures(cache, plan.structure_keys, toolchain, dtype, layer.structures_for)
         for key in plan.structure_keys:
             self.note_record(cpu_modules.structure_entry_key(key, toolchain, dtype), "c-structure", "c-module", where)
@@ -266,13 +265,6 @@ class _Run:
             self.built.append(item)
         else:
             self.present.append(item)
-
-
-def layer_plan_key(layer: Any) -> Optional[str]:
-    """The key of a layer's plan record (None for configs that have none)."""
-    # LayerSource owns that key; asking it keeps one definition (no public accessor yet).
-    normalized = layer._normalized()
-    return layer._record_key(normalized) if normalized is not None else None
 
 
 def describe(report: WarmReport) -> Iterator[str]:

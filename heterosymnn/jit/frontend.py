@@ -49,6 +49,11 @@ class LayerSource:
         return self._analyzed
 
     # -- the plan record ---------------------------------------------------------------
+    def plan_record_key(self) -> Optional[str]:
+        """The cache key of this layer's plan record; None for configs that have none."""
+        normalized = self._normalized() if self._cache is not None else None
+        return self._record_key(normalized) if normalized is not None else None
+
     def _normalized(self) -> Optional[List[Tuple[str, Dict[str, float]]]]:
         if isinstance(self.configs, (str, bytes)) or not self.configs:
             return None
