@@ -5,10 +5,8 @@ import the helpers and the example by name) and its environment.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -19,17 +17,6 @@ EXAMPLES = HERE.parents[1] / "examples"
 for folder in (HERE, EXAMPLES):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
-
-
-@contextlib.contextmanager
-def local_cluster(n_workers: int = 2) -> Iterator[tuple]:
-    """A cluster of worker processes, scheduler and workers on 127.0.0.1, no dashboard."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, worker_dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        yield cluster, client
 
 
 @pytest.fixture

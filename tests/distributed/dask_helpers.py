@@ -5,9 +5,10 @@ No ``__init__.py`` in this folder on purpose: ``tests`` is on ``sys.path`` and a
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
 import numpy as np
 from distributed import WorkerPlugin
@@ -15,6 +16,17 @@ from distributed import WorkerPlugin
 from heterosymnn import SymbolicJITCompiler
 
 CACHE_ENV = "HETEROSYMNN_CACHE_DIR"
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers: int = 2) -> Iterator[tuple]:
+    """A cluster of worker processes, scheduler and workers on 127.0.0.1, no dashboard."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, worker_dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield cluster, client
 
 
 class PerWorkerCache(WorkerPlugin):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import activation_search as example
-from conftest import local_cluster
+from dask_helpers import local_cluster
 
 
 def test_population_is_seeded_named_formulas_plus_grammar_formulas():

@@ -11,8 +11,7 @@ import pytest
 from heterosymnn.cache import BundleError, export_bundle
 from heterosymnn.distributed import WarmCache, scratch_cache_dir
 
-from conftest import local_cluster
-from dask_helpers import PerWorkerCache, builds_in, imports_in, run_layer
+from dask_helpers import PerWorkerCache, builds_in, imports_in, local_cluster, run_layer
 
 BUNDLED = [("relu"), ("a*sin(w*num)", {"a": 1.0, "w": 3.0}), ("tanh(b*num)", {"b": 0.5})]
 NOT_BUNDLED = ["atan(num)", ("c*erf(num)", {"c": 2.0})]
