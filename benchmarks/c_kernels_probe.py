@@ -1,17 +1,25 @@
-"""Generated C kernels vs a hand-written C reference, float32 1024x1024.
+"""Generated row functions against hand-written loops, formula by formula.
 
-Eight activations interleaved over the rows (row r uses activation r % 8),
-run through the generic driver ``hs_run_f32``; the reference is hand-written
-C with one homogeneous loop per row (a switch per row, not per element),
-OpenMP over rows and the same libmvec declarations and flags. Prints
-ns/element forward and backward (medians of interleaved runs) and the ratio.
+Where ``cpu_peers.py`` times whole layers (driver, threads, Python call), this probe
+times one row function at a time, single-threaded, with a C timer: each generated row
+function (forward and backward) against the loop a careful C programmer writes for the
+same formula, with the same flags, libmvec declarations and inputs. A ratio far from 1
+points at the generated C of that formula; read it with ``python -m heterosymnn show``
+and GCC's ``-fopt-info-vec-missed``.
 
-Usage: python benchmarks/c_kernels_probe.py [--repeats N] [--threads N]
+Two workloads: ``named``, the 8 activations of ``cpu_peers.py`` (the library's stable
+sigmoid and softplus against the reference of ``peer_kernels.py``), and ``written``,
+8 formulas as a user spells them out (relu as Max, sigmoid, tanh, sin, gelu in erf form,
+swish, log(1+exp), affine).
+
+Usage: python benchmarks/c_kernels_probe.py [--workload named|written] [--dtype D]
+       [--cols N] [--rows N] [--only NAME ...]
 Needs gcc, glibc's libmvec and an x86-64-v3 (AVX2/FMA) CPU.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import statistics
@@ -19,106 +27,101 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
-import sympy as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from heterosymnn.codegen import render_c_module, render_runtime  # noqa: E402
-from heterosymnn.symbolic.structure import (  # noqa: E402
-    ACTIVATION, VARIABLES, Structure, slot_symbols, structure_key,
-)
 
-ROWS, COLS = 1024, 1024
-X = VARIABLES[ACTIVATION][0]
-P0, P1 = slot_symbols(2)
-PARAMS = (1.5, 0.7)
-
-COMPILE = ["-O3", "-march=x86-64-v3", "-fno-math-errno", "-fno-trapping-math",
-           "-ffp-contract=off", "-fopenmp", "-DHS_USE_LIBMVEC"]
+#: The flags of the CPU backend with GCC on an x86-64-v3 machine.
+COMPILE = ["-O3", "-march=x86-64-v3", "-mtune=generic", "-fno-math-errno", "-fno-trapping-math",
+           "-ffp-contract=off", "-fopenmp", "-g0", "-DHS_USE_LIBMVEC"]
 OPTIONS = dict(extra_compile_args=COMPILE, extra_link_args=["-fopenmp"], libraries=["mvec", "m"])
 
-
-def structures() -> list[Structure]:
-    x = X
-    forms = [
-        (sp.tanh(x), None),
-        (sp.sin(x), None),
-        (sp.Max(0, x), sp.Heaviside(x, 0)),
-        (1 / (1 + sp.exp(-x)), None),
-        (sp.log(1 + sp.exp(x)), None),
-        (sp.exp(-x**2), None),
-        (P0 * sp.tanh(P1 * x), None),
-        (sp.Max(x, sp.Float("0.01") * x), sp.Piecewise((1, x > 0), (sp.Float("0.01"), True))),
-    ]
-    out = []
-    for expr, d in forms:
-        d = sp.diff(expr, x) if d is None else d
-        n = len((expr.free_symbols | d.free_symbols) & {P0, P1})
-        out.append(Structure(structure_key(ACTIVATION, expr), ACTIVATION, expr, d, n))
-    return out
-
-
-REFERENCE_C = r"""
+WRITTEN = ["Max(0, num)", "1/(1 + exp(-num))", "tanh(num)", "sin(num)",
+           "0.5*num*(1 + erf(num/sqrt(2)))", "num/(1 + exp(-num))", "log(1 + exp(num))",
+           ("a*num + b", {"a": 1.5, "b": 0.7})]
+#: The hand-written loops of the written-out formulas (T, EXP ... as in peer_kernels).
+WRITTEN_REFERENCE = r"""
 #include <math.h>
 #include <stdint.h>
-#include <omp.h>
-__attribute__((simd("notinbranch"))) float tanhf(float);
-__attribute__((simd("notinbranch"))) float sinf(float);
-__attribute__((simd("notinbranch"))) float cosf(float);
-__attribute__((simd("notinbranch"))) float expf(float);
-__attribute__((simd("notinbranch"))) float logf(float);
+__attribute__((simd("notinbranch"))) T TANH(T);
+__attribute__((simd("notinbranch"))) T SIN(T);
+__attribute__((simd("notinbranch"))) T COS(T);
+__attribute__((simd("notinbranch"))) T EXP(T);
+__attribute__((simd("notinbranch"))) T LOG(T);
+__attribute__((simd("notinbranch"))) T ERF(T);
+#define RSQRT2 ((T)0.70710678118654752)
+#define RSQRT2PI ((T)0.39894228040143268)
+static T sigmoid(T x) { return 1 / (1 + EXP(-x)); }
 
-static void fwd_row(int kind, int64_t n, const float *restrict a, float *restrict o,
-                    float p0, float p1)
+static void fwd_row(int kind, int64_t n, const T *restrict a, T *restrict o)
 {
     int64_t i;
     switch (kind) {
-    case 0: for (i = 0; i < n; ++i) o[i] = tanhf(a[i]); break;
-    case 1: for (i = 0; i < n; ++i) o[i] = sinf(a[i]); break;
-    case 2: for (i = 0; i < n; ++i) o[i] = a[i] > 0.0f ? a[i] : 0.0f; break;
-    case 3: for (i = 0; i < n; ++i) o[i] = 1.0f / (1.0f + expf(-a[i])); break;
-    case 4: for (i = 0; i < n; ++i) o[i] = logf(1.0f + expf(a[i])); break;
-    case 5: for (i = 0; i < n; ++i) o[i] = expf(-a[i] * a[i]); break;
-    case 6: for (i = 0; i < n; ++i) o[i] = p0 * tanhf(p1 * a[i]); break;
-    default: for (i = 0; i < n; ++i) o[i] = a[i] > 0.0f ? a[i] : 0.01f * a[i]; break;
+    case 0: for (i = 0; i < n; ++i) o[i] = a[i] > 0 ? a[i] : 0; break;
+    case 1: for (i = 0; i < n; ++i) o[i] = sigmoid(a[i]); break;
+    case 2: for (i = 0; i < n; ++i) o[i] = TANH(a[i]); break;
+    case 3: for (i = 0; i < n; ++i) o[i] = SIN(a[i]); break;
+    case 4: for (i = 0; i < n; ++i) o[i] = (T)0.5 * a[i] * (1 + ERF(a[i] * RSQRT2)); break;
+    case 5: for (i = 0; i < n; ++i) o[i] = a[i] * sigmoid(a[i]); break;
+    case 6: for (i = 0; i < n; ++i) o[i] = LOG(1 + EXP(a[i])); break;
+    default: for (i = 0; i < n; ++i) o[i] = (T)1.5 * a[i] + (T)0.7; break;
     }
 }
 
-static void bwd_row(int kind, int64_t n, const float *restrict a, const float *restrict g,
-                    float *restrict o, float p0, float p1)
+static void bwd_row(int kind, int64_t n, const T *restrict a, const T *restrict g, T *restrict o)
 {
     int64_t i;
     switch (kind) {
-    case 0: for (i = 0; i < n; ++i) { float t = tanhf(a[i]); o[i] = g[i] * (1.0f - t * t); } break;
-    case 1: for (i = 0; i < n; ++i) o[i] = g[i] * cosf(a[i]); break;
-    case 2: for (i = 0; i < n; ++i) o[i] = a[i] > 0.0f ? g[i] : 0.0f; break;
-    case 3: for (i = 0; i < n; ++i) { float s = 1.0f / (1.0f + expf(-a[i])); o[i] = g[i] * s * (1.0f - s); } break;
-    case 4: for (i = 0; i < n; ++i) o[i] = g[i] / (1.0f + expf(-a[i])); break;
-    case 5: for (i = 0; i < n; ++i) o[i] = g[i] * -2.0f * a[i] * expf(-a[i] * a[i]); break;
-    case 6: for (i = 0; i < n; ++i) { float t = tanhf(p1 * a[i]); o[i] = g[i] * p0 * p1 * (1.0f - t * t); } break;
-    default: for (i = 0; i < n; ++i) o[i] = g[i] * (a[i] > 0.0f ? 1.0f : 0.01f); break;
-    }
-}
-
-void ref_run(int backward, int64_t rows, int64_t cols, const float *a, const float *g,
-             float *out, const double *params, int nthreads)
-{
-    int64_t r;
-    const int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (r = 0; r < rows; ++r) {
-        const int64_t off = r * cols;
-        const float p0 = (float)params[2 * r], p1 = (float)params[2 * r + 1];
-        if (backward) bwd_row((int)(r % 8), cols, a + off, g + off, out + off, p0, p1);
-        else fwd_row((int)(r % 8), cols, a + off, out + off, p0, p1);
+    case 0: for (i = 0; i < n; ++i) o[i] = a[i] > 0 ? g[i] : 0; break;
+    case 1: for (i = 0; i < n; ++i) { T s = sigmoid(a[i]); o[i] = g[i] * s * (1 - s); } break;
+    case 2: for (i = 0; i < n; ++i) { T t = TANH(a[i]); o[i] = g[i] * (1 - t * t); } break;
+    case 3: for (i = 0; i < n; ++i) o[i] = g[i] * COS(a[i]); break;
+    case 4: for (i = 0; i < n; ++i)
+                o[i] = g[i] * ((T)0.5 * (1 + ERF(a[i] * RSQRT2))
+                               + a[i] * EXP((T)-0.5 * a[i] * a[i]) * RSQRT2PI); break;
+    case 5: for (i = 0; i < n; ++i) { T s = sigmoid(a[i]); o[i] = g[i] * (s + a[i] * s * (1 - s)); } break;
+    case 6: for (i = 0; i < n; ++i) o[i] = g[i] * sigmoid(a[i]); break;
+    default: for (i = 0; i < n; ++i) o[i] = g[i] * (T)1.5; break;
     }
 }
 """
-REFERENCE_CDEF = ("void ref_run(int backward, int64_t rows, int64_t cols, const float *a, "
-                  "const float *g, float *out, const double *params, int nthreads);")
+#: Times ``reps`` passes over ``rows`` rows of ``n`` elements; ns per element.
+HARNESS = r"""
+#include <time.h>
+typedef void (*probe_row_fn)(int64_t, const T *, const T *, const T *, T *, const double *);
+static double probe_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+double probe_generated(uintptr_t fn, int reps, int64_t rows, int64_t n, const T *a, const T *g,
+                       T *out, const double *p)
+{
+    const probe_row_fn f = (probe_row_fn)fn;
+    const double start = probe_now();
+    for (int r = 0; r < reps; ++r)
+        for (int64_t k = 0; k < rows; ++k)
+            f(n, a + k * n, 0, g ? g + k * n : 0, out + k * n, p);
+    return (probe_now() - start) / ((double)reps * rows * n);
+}
+double probe_reference(int kind, int backward, int reps, int64_t rows, int64_t n, const T *a,
+                       const T *g, T *out)
+{
+    const double start = probe_now();
+    for (int r = 0; r < reps; ++r)
+        for (int64_t k = 0; k < rows; ++k) {
+            if (backward)
+                bwd_row(kind, n, a + k * n, g + k * n, out + k * n);
+            else
+                fwd_row(kind, n, a + k * n, out + k * n);
+        }
+    return (probe_now() - start) / ((double)reps * rows * n);
+}
+"""
+_NAMES = {"float32": ("float", "f"), "float64": ("double", "")}
 
 _BUILD = textwrap.dedent("""
     import json, sys, cffi
@@ -143,66 +146,90 @@ def build(workdir: Path, name: str, cdef: str, source: str):
     return module
 
 
+def spell(reference: str, suffix: str) -> str:
+    """The reference C with its math placeholders named for the dtype (``EXP`` -> ``expf``)."""
+    for name in ("TANH", "SIN", "COS", "EXP", "LOG1P", "LOG", "FABS", "ERF"):
+        reference = reference.replace(name, name.lower() + suffix)
+    return reference
+
+
+def workload(name: str):
+    """(configs, reference C with placeholders) of a workload."""
+    if name == "written":
+        return WRITTEN, WRITTEN_REFERENCE
+    import peer_kernels
+    from cpu_peers import CONFIGS
+    return CONFIGS, peer_kernels._REFERENCE.replace("#include <omp.h>", "")
+
+
+def probe(workload_name: str, dtype: str, rows: int, cols: int, only, reps: int = 20,
+          rounds: int = 7) -> None:
+    from heterosymnn.codegen import render_c_module
+    from heterosymnn.symbolic.layer import analyze
+
+    configs, reference = workload(workload_name)
+    layer = analyze(tuple(configs))
+    plan = layer.plan
+    module = render_c_module(list(layer.structures), dtype)
+    ctype, suffix = _NAMES[dtype]
+    source = (module.source + f"\n#undef T\n#define T {ctype}\n" + spell(reference, suffix)
+              + HARNESS)
+    cdef = module.cdef + (
+        f"double probe_generated(uintptr_t fn, int reps, int64_t rows, int64_t n, const {ctype} *a, "
+        f"const {ctype} *g, {ctype} *out, const double *p);\n"
+        f"double probe_reference(int kind, int backward, int reps, int64_t rows, int64_t n, "
+        f"const {ctype} *a, const {ctype} *g, {ctype} *out);")
+    workdir = Path(tempfile.mkdtemp(prefix="heterosymnn-probe-"))
+    name = f"_probe_{dtype}_{hashlib.sha256(source.encode()).hexdigest()[:10]}"
+    built = build(workdir, name, cdef, source)
+    ffi, lib = built.ffi, built.lib
+
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((rows, cols)) * 2).astype(dtype)
+    g = rng.standard_normal((rows, cols)).astype(dtype)
+    got, want = np.empty_like(a), np.empty_like(a)
+
+    def pointer(array, kind=f"{ctype} *"):
+        return ffi.cast(kind, ffi.from_buffer(array))
+
+    pa, pg, pgot, pwant = pointer(a), pointer(g), pointer(got), pointer(want)
+    tolerance = 2e-5 if dtype == "float32" else 1e-12
+    print(f"{workload_name} {dtype}, rows of {cols}, one thread, ns/element "
+          f"(median of {rounds}; x = generated / hand-written)")
+    for kind, config in enumerate(configs):
+        text = config if isinstance(config, str) else config[0]
+        if only and text not in only:
+            continue
+        forward, backward = module.functions[plan.structure_keys[plan.node_structure[kind]]]
+        params = np.asarray(plan.node_values[kind], dtype=np.float64)
+        pp = pointer(params, "double *") if params.size else ffi.NULL
+        cells = []
+        for backward_pass, fn in ((0, forward), (1, backward)):
+            address = int(ffi.cast("uintptr_t", ffi.addressof(lib, fn)))
+            mine, theirs = [], []
+            for _ in range(rounds):  # interleaved, so drift hits both alike
+                mine.append(lib.probe_generated(address, reps, rows, cols, pa,
+                                                pg if backward_pass else ffi.NULL, pgot, pp))
+                theirs.append(lib.probe_reference(kind, backward_pass, reps, rows, cols, pa, pg, pwant))
+            error = float(np.max(np.abs(got - want) / (1 + np.abs(want))))
+            flag = "" if error <= tolerance else f" DIFFERS by {error:.1e}"
+            m, t = statistics.median(mine), statistics.median(theirs)
+            cells.append(f"{'bwd' if backward_pass else 'fwd'} {m:6.3f} vs {t:6.3f} ({m / t:4.2f}x){flag}")
+        print(f"  {text[:32]:32s} " + "   ".join(cells), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=41)
-    parser.add_argument("--threads", type=int, default=0, help="0 = OpenMP default")
+    parser.add_argument("--workload", choices=("named", "written", "both"), default="both")
+    parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--cols", type=int, default=1024)
+    parser.add_argument("--only", nargs="*", help="formulas to probe (as written in the workload)")
     args = parser.parse_args(argv)
-
-    structs = structures()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        cm = render_c_module(structs, "float32")
-        rs = render_runtime("float32")
-        kernels = build(tmp, "_probe_kernels", cm.cdef, cm.source)
-        runtime = build(tmp, "_probe_runtime", rs.cdef, rs.source)
-        reference = build(tmp, "_probe_reference", REFERENCE_CDEF, REFERENCE_C)
-
-        rng = np.random.default_rng(0)
-        a = rng.normal(0, 2, (ROWS, COLS)).astype(np.float32)
-        g = rng.normal(0, 1, (ROWS, COLS)).astype(np.float32)
-        params = np.tile(np.array(PARAMS), (ROWS, 1))
-        out_gen, out_ref = np.empty_like(a), np.empty_like(a)
-
-        rffi, rlib = runtime.ffi, runtime.lib
-        fns = {w: rffi.new("hs_row_fn_f32[]", ROWS) for w in (0, 1)}
-        for r in range(ROWS):
-            pair = cm.functions[structs[r % 8].key]
-            for w in (0, 1):
-                addr = kernels.ffi.cast("uintptr_t", kernels.ffi.addressof(kernels.lib, pair[w]))
-                fns[w][r] = rffi.cast("hs_row_fn_f32", int(addr))
-        fp = lambda ffi, arr, t="float *": ffi.cast(t, ffi.from_buffer(arr))  # noqa: E731
-        pa, pg, po, pp = fp(rffi, a), fp(rffi, g), fp(rffi, out_gen), fp(rffi, params, "double *")
-        qf = reference.ffi
-        qa, qg, qo, qp = fp(qf, a), fp(qf, g), fp(qf, out_ref), fp(qf, params, "double *")
-
-        def gen(w):
-            rlib.hs_run_f32(fns[w], ROWS, COLS, pa, rffi.NULL, pg if w else rffi.NULL, po, pp, 2,
-                            args.threads)
-
-        def ref(w):
-            reference.lib.ref_run(w, ROWS, COLS, qa, qg, qo, qp, args.threads)
-
-        for w in (0, 1):  # correctness first, and warm-up
-            gen(w), ref(w)
-            np.testing.assert_allclose(out_gen, out_ref, rtol=2e-5, atol=2e-6)
-
-        times = {(k, w): [] for k in ("gen", "ref") for w in (0, 1)}
-        for _ in range(args.repeats):
-            for w in (0, 1):
-                for kind, fn in (("gen", gen), ("ref", ref)):
-                    t0 = time.perf_counter_ns()
-                    fn(w)
-                    times[(kind, w)].append(time.perf_counter_ns() - t0)
-
-    n = ROWS * COLS
-    print(f"float32 {ROWS}x{COLS}, 8 activations interleaved, threads="
-          f"{args.threads or 'default'}, median of {args.repeats}")
-    for w, label in ((0, "forward"), (1, "backward")):
-        g_ns = statistics.median(times[("gen", w)]) / n
-        r_ns = statistics.median(times[("ref", w)]) / n
-        print(f"{label:9s} generated {g_ns:6.3f} ns/el   hand-written {r_ns:6.3f} ns/el   "
-              f"ratio {g_ns / r_ns:5.2f}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    for name in (("named", "written") if args.workload == "both" else (args.workload,)):
+        for dtype in (("float32", "float64") if args.dtype == "both" else (args.dtype,)):
+            probe(name, dtype, args.rows, args.cols, args.only)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Paths: arrays that own their memory, with and without ``out=``; ``z`` a reshaped
 view; ``z`` a slice of rows of a bigger array; in place (``out is z``, ``out is
 grad``). The layer is ``benchmarks/cpu_peers.py``'s (8 formulas interleaved).
 Each round times every path once (``--calls`` calls each), interleaved, and the
-figure is the median over ``--rounds`` rounds. Target: every ratio <= 4.
+figure is the median over ``--rounds`` rounds: many short rounds, so that load
+from other processes falls on every path alike. Target: every ratio <= 4.
 
 Usage: python benchmarks/call_overhead.py [--rounds N] [--calls N] [--json]
 """
@@ -87,8 +88,8 @@ def measure(rounds: int, calls: int) -> Dict[str, float]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=31)
-    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=61)
+    parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     figures = measure(args.rounds, args.calls)

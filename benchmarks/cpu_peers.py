@@ -7,7 +7,8 @@ activation r % 8) or blocked (rows grouped by activation). Prints ns/element
 
 * CPU_JIT through the public API (``forward_kernel(z, out=...)``),
 * a hand-written C reference: one homogeneous vectorised loop per row, OpenMP
-  over rows, libmvec (the limit), from ``c_kernels_probe.py``,
+  over rows, libmvec (the limit), from ``peer_kernels.py`` (``c_kernels_probe.py``
+  compares the two formula by formula),
 * CPU_PYTHON (NumPy, one evaluation per group of rows),
 * numba, JAX and PyTorch when installed,
 
@@ -17,7 +18,13 @@ new process (against ``python -c "import numpy"``), and 12 processes starting
 together on a cold cache. Absolute figures drift on shared machines; read the
 ratios.
 
-Usage: python benchmarks/cpu_peers.py [--repeats N] [--quick]
+Usage: python benchmarks/cpu_peers.py [--repeats N] [--quick] [--kernels-only] [--no-peers]
+       [--shapes 1024x1024,256x256] [--dtypes float32,float64] [--best]
+
+The peers are optional: ``pip install torch==2.13.0 jax numba`` (none is a dependency).
+On a machine that other processes share, a call whose OpenMP thread waits for a core
+reads as milliseconds for every contender alike (a row where all of them show the
+same ns/element): run again when it is quiet, or pass ``--best``.
 """
 from __future__ import annotations
 
@@ -42,6 +49,10 @@ CONFIGS = ["tanh", "sin", "relu", "sigmoid", "softplus", "gaussian",
            ("a*tanh(b*num)", {"a": 1.5, "b": 0.7}), "leaky_relu"]
 
 
+#: Sleep before each contender's calls in the kernel table (see ``timed``).
+SETTLE_SECONDS = 0.02
+
+
 def layer(rows: int, blocked: bool) -> list:
     return [CONFIGS[(r * 8 // rows) if blocked else r % 8] for r in range(rows)]
 
@@ -63,22 +74,30 @@ def wall_seconds(call) -> float:
     return time.perf_counter() - start
 
 
-def timed(calls: dict, repeats: int, seconds_of=wall_seconds) -> dict:
-    """Median seconds per call, the contenders interleaved in a rotating order, each timed
-    call (by ``seconds_of``) right after an untimed one of the same contender.
+def timed(calls: dict, repeats: int, seconds_of=wall_seconds, statistic=statistics.median,
+          settle: float = 0.0) -> dict:
+    """Seconds per call (``statistic`` of the repeats, the median by default), the contenders
+    interleaved in a rotating order, each timed call (by ``seconds_of``) right after an
+    untimed one of the same contender.
 
     Whichever call follows another contender (above all NumPy's milliseconds of
     temporaries) pays to refill the caches and wake the OpenMP threads, about 0.05
     ns/element at 1024x1024. In a fixed order that was always CPU_JIT, which made it look
     1.6x the reference instead of 1.3x; the untimed call puts every contender in the state
-    of a loop that calls it again and again.
+    of a loop that calls it again and again. ``settle`` seconds of sleep before each
+    contender let the worker threads of the one before (PyTorch's, JAX's, numba's and
+    OpenMP's spin a while after a call) park: on 2 cores a spinning pool of another
+    runtime holds a core that the next contender's second thread waits for, for a whole
+    scheduler slice (milliseconds for every contender alike).
     """
     samples = {name: [] for name in calls}
     for repeat in range(repeats):
         for name in rotation(list(calls), repeat):
+            if settle:
+                time.sleep(settle)
             calls[name]()
             samples[name].append(seconds_of(calls[name]))
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {name: statistic(s) for name, s in samples.items()}
 
 
 def verified(calls: dict, reference, direction: str, z: np.ndarray, g: np.ndarray) -> dict:
@@ -102,10 +121,12 @@ def verified(calls: dict, reference, direction: str, z: np.ndarray, g: np.ndarra
     return kept
 
 
-def kernel_table(repeats: int, shapes, dtypes) -> None:
+def kernel_table(repeats: int, shapes, dtypes, with_peers: bool = True,
+                 statistic=statistics.median) -> None:
     from heterosymnn import SymbolicJITCompiler
 
-    print("ns/element (x = ratio to the hand-written C reference)")
+    print(f"ns/element, {getattr(statistic, '__name__', statistic)} of {repeats} "
+          f"(x = ratio to the hand-written C reference)")
     for dtype in dtypes:
         for rows, cols in shapes:
             for blocked in (False, True):
@@ -117,21 +138,23 @@ def kernel_table(repeats: int, shapes, dtypes) -> None:
                 jit = SymbolicJITCompiler(configs, "CPU_JIT", dtype=dtype, strict=True)
                 numpy_layer = SymbolicJITCompiler(configs, "CPU_PYTHON", dtype=dtype)
                 reference = reference_kernel(dtype, kinds(rows, blocked))
-                peers = optional_peers(dtype, kinds(rows, blocked))
+                peers = optional_peers(dtype, kinds(rows, blocked)) if with_peers else {}
                 for direction in ("fwd", "bwd"):
                     calls = {}
                     if direction == "fwd":
                         calls["CPU_JIT"] = lambda: jit.forward_kernel(z, out=out)
                         calls["hand-written C"] = lambda: reference(False, z, g, out)
-                        calls["NumPy grouped"] = lambda: numpy_layer.forward_kernel(z, out=out)
+                        if with_peers:
+                            calls["NumPy grouped"] = lambda: numpy_layer.forward_kernel(z, out=out)
                     else:
                         calls["CPU_JIT"] = lambda: jit.backward_kernel(z, g, out=out)
                         calls["hand-written C"] = lambda: reference(True, z, g, out)
-                        calls["NumPy grouped"] = lambda: numpy_layer.backward_kernel(z, g, out=out)
+                        if with_peers:
+                            calls["NumPy grouped"] = lambda: numpy_layer.backward_kernel(z, g, out=out)
                     for name, peer in peers.items():
                         calls[name] = peer(direction, z, g)
                     calls = verified(calls, reference, direction, z, g)
-                    medians = timed(calls, repeats)
+                    medians = timed(calls, repeats, statistic=statistic, settle=SETTLE_SECONDS)
                     base = medians["hand-written C"]
                     layout = "blocked" if blocked else "interleaved"
                     cells = "  ".join(f"{name} {t / z.size * 1e9:.3f} ({t / base:.2f}x)"
@@ -218,12 +241,29 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--quick", action="store_true", help="only 1024x1024 float32")
+    parser.add_argument("--kernels-only", action="store_true",
+                        help="only the ns/element table (no per-call, cold or warm process figures)")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave out the optional peers (PyTorch, JAX, numba) and NumPy")
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated ROWSxCOLS (default 1024x1024,256x256)")
+    parser.add_argument("--dtypes", default=None, help="comma-separated (default float32,float64)")
+    parser.add_argument("--best", action="store_true",
+                        help="the fastest of the repeats instead of the median, for a machine "
+                             "that other processes keep busy")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as cache_dir:
         os.environ["HETEROSYMNN_CACHE_DIR"] = cache_dir
         shapes = [(1024, 1024)] if args.quick else [(1024, 1024), (256, 256)]
         dtypes = ["float32"] if args.quick else ["float32", "float64"]
-        kernel_table(args.repeats, shapes, dtypes)
+        if args.shapes:
+            shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")]
+        if args.dtypes:
+            dtypes = args.dtypes.split(",")
+        kernel_table(args.repeats, shapes, dtypes, with_peers=not args.no_peers,
+                     statistic=min if args.best else statistics.median)
+        if args.kernels_only:
+            return
         small_call(args.repeats)
     process_times(args.repeats)
     crowd()

@@ -31,12 +31,14 @@ class Kernels(Protocol):
         """
 
     def backward(self, a: Any, b: Any, out: Any, constants_grad: Optional[Any] = None,
-                 features_last: bool = False) -> None:
-        """Activation: ``out = b * f'(a)`` (``b`` is the incoming gradient); loss: ``dL/da``.
+                 features_last: bool = False, grad: Optional[Any] = None) -> None:
+        """Activation: ``out = b * f'(a)`` (``b`` is the incoming gradient); loss: ``dL/da``,
+        or ``grad * dL/da`` with ``grad`` (a loss's upstream gradient, checked like ``a``,
+        never partly overlapping ``out``; activations never get it).
 
         With ``constants_grad`` (float64, one entry per constant in the plan's
         ``constant_names`` order), also overwrite it, in the same pass, with each
-        node's sum of ``b * df/dc`` (loss: ``dL/dc``), in a fixed order.
+        node's sum of ``b * df/dc`` (loss: ``dL/dc``, or ``grad * dL/dc``), in a fixed order.
         """
 
     def update_params(self, params: Any) -> None:

@@ -8,7 +8,9 @@ than the C function itself. The constants' gradient (a third function table,
 ``hs_run_cgrad_*``) and the features-last layout (``hs_run_fl_*``) are other
 entries of the same driver; the plain nodes-first calls stay as short as before.
 The constants-gradient functions are found or built on the first call asking for
-them (inference and neuroevolution never pay for them).
+them (inference and neuroevolution never pay for them). A loss weighted by its
+upstream gradient (``grad``) passes it as the row functions' ``g``, which a loss's
+backward functions multiply by when it is not NULL.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ..config import settings
 from ..errors import FormulaParsingError
 from ..symbolic.plan import LayerPlan
 from .base import CPU_JIT
+from .cpu_jit_calls import bind_kernels
 from .cpu_modules import ConstantsGradFunction, RowFunctions, build_module, ensure_constants_grad, ensure_structures
 
 _CTYPES = {"float32": "float *", "float64": "double *"}
@@ -51,12 +54,12 @@ class CffiKernels:
         self._threads = int(settings().num_threads)
         fn_type = runtime_source.row_fn_type
         n = self._rows = plan.n_nodes
-        self._forward_table = ffi.new(f"{fn_type}[]", n)
-        self._backward_table = ffi.new(f"{fn_type}[]", n)
-        for node, index in enumerate(plan.node_structure):
-            functions = rows[plan.structure_keys[index]]
-            self._forward_table[node] = _foreign_function(ffi, fn_type, functions.module, functions.forward)
-            self._backward_table[node] = _foreign_function(ffi, fn_type, functions.module, functions.backward)
+        # One address lookup per structure, not per node (a 1024-node layer has a few structures).
+        functions = [rows[key] for key in plan.structure_keys]
+        self._forward_table = _function_table(ffi, fn_type, [_address(f.module, f.forward) for f in functions],
+                                              plan.node_structure)
+        self._backward_table = _function_table(ffi, fn_type, [_address(f.module, f.backward) for f in functions],
+                                               plan.node_structure)
         # Built on the first call with constants_grad: (table, problem, modules), one attribute store.
         self._plan, self._cgrad_fn_type, self._constants_grad_for = plan, runtime_source.cgrad_fn_type, constants_grad_for
         self._cgrad: Optional[Tuple[Any, Optional[str], Any]] = None
@@ -64,7 +67,23 @@ class CffiKernels:
         self._offsets = plan.constant_offsets()
         self._offsets_pointer = ffi.from_buffer("int64_t[]", self._offsets)
         self._modules = {id(f.module): f.module for f in rows.values()}  # keep them alive
+        # hs_call_* (codegen.c_calls) and its layer record; ``order`` lists the rows sorted by
+        # structure (a stable sort: the driver gathers neighbours that share a function), or
+        # is NULL when no two rows share one.
+        tag = runtime_source.run_name.rsplit("_", 1)[1]
+        self._call = getattr(runtime.lib, f"hs_call_{tag}")
+        self._layer_type = ffi.typeof(f"hs_layer_{tag} *")
+        self._order = np.argsort(np.asarray(plan.node_structure, dtype=np.int64), kind="stable").astype(np.int64)
+        self._order_pointer = ffi.from_buffer("int64_t[]", self._order) \
+            if len(plan.structure_keys) < n else ffi.NULL
+        self._dtype = dtype
         self.update_params(params)
+
+    def activation_kernels(self, checked_forward: Callable[..., Any],
+                           checked_backward: Callable[..., Any]) -> Tuple[Callable[..., Any], Callable[..., Any]]:
+        """``forward_kernel``/``backward_kernel`` of an activation layer with the cheap calls bound
+        in (:mod:`.cpu_jit_calls`); ``checked_*``: the compiler's checked paths, for the rest."""
+        return bind_kernels(self, self._dtype, checked_forward, checked_backward)
 
     def _constants_grad_table(self) -> Tuple[Any, Optional[str], Any]:
         """(cgrad table, problem or None, modules kept alive), found or built on first use."""
@@ -95,7 +114,15 @@ class CffiKernels:
         # Pointer, stride and the array the pointer keeps alive are one tuple set in one
         # store, read once per call: a call on another thread uses one whole set, old or new.
         params = np.ascontiguousarray(params, dtype=np.float64)
-        self._constants = (self._ffi.from_buffer("double[]", params), params.shape[1], params)
+        pointer = self._ffi.from_buffer("double[]", params)
+        # The layer records of hs_call_* (forward, backward) point at these constants: one
+        # tuple that also keeps what they point at alive, read once per call like _constants.
+        self._layers = tuple(
+            self._ffi.new(self._layer_type, {"fns": table, "order": self._order_pointer, "rows": self._rows,
+                                             "params": pointer, "p_stride": params.shape[1],
+                                             "nthreads": self._threads})
+            for table in (self._forward_table, self._backward_table)) + (pointer, params)
+        self._constants = (pointer, params.shape[1], params)
 
     # A call keeps no state on ``self``: any number of threads may run kernels at once
     # (cffi releases the GIL; each call's OpenMP region is its own).
@@ -118,11 +145,13 @@ class CffiKernels:
             self.forward(a.copy(), None if b is None else b.copy(), out, features_last)
 
     def backward(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, constants_grad: Optional[np.ndarray] = None,
-                 features_last: bool = False) -> None:
+                 features_last: bool = False, grad: Optional[np.ndarray] = None) -> None:
         params_ptr, stride, _ = self._constants
         ffi = self._ffi
         other = ffi.from_buffer(self._pointer, b)
         loss_input, gradient = (other, ffi.NULL) if self._loss else (ffi.NULL, other)
+        if grad is not None:  # a loss weighted by the upstream gradient: its row functions read g
+            gradient = ffi.from_buffer(self._pointer, grad)
         if constants_grad is None and not features_last:
             status = self._run(self._backward_table, self._rows, a.size // self._rows,
                                ffi.from_buffer(self._pointer, a), loss_input, gradient,
@@ -144,13 +173,28 @@ class CffiKernels:
         if status:
             if status != OVERLAP:
                 _check(status)
-            self.backward(a.copy(), b.copy(), out, constants_grad, features_last)
+            self.backward(a.copy(), b.copy(), out, constants_grad, features_last,
+                          None if grad is None else grad.copy())
 
 
 def _check(status: int) -> None:
     if status == -1:
         raise MemoryError("CPU_JIT could not allocate the scratch memory of a kernel call "
                           "(one double per constant and span of samples)")
+
+
+def _address(module: Any, name: str) -> int:
+    """The address of function ``name`` of a cffi module."""
+    return int(module.ffi.cast("uintptr_t", module.ffi.addressof(module.lib, name)))
+
+
+def _function_table(ffi: Any, fn_type: str, addresses: Any, node_structure: Any) -> Any:
+    """A new ``fn_type[]`` whose entry ``r`` is ``addresses[node_structure[r]]``: filled with one
+    copy of an address array, not one cast and store per node."""
+    per_node = np.asarray(addresses, dtype=np.uintp)[np.asarray(node_structure, dtype=np.intp)]
+    table = ffi.new(f"{fn_type}[]", len(per_node))
+    ffi.memmove(table, per_node, per_node.nbytes)
+    return table
 
 
 def _foreign_function(ffi: Any, fn_type: str, module: Any, name: str) -> Any:

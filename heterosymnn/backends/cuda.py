@@ -221,8 +221,9 @@ class CudaKernels:
             self._launch(0, *inputs)
 
     def backward(self, a: Any, b: Any, out: Any, constants_grad: Optional[Any] = None,
-                 features_last: bool = False) -> None:
-        inputs = (a, b, None, out) if self._loss else (a, None, b, out)
+                 features_last: bool = False, grad: Optional[Any] = None) -> None:
+        # A loss's span functions weigh by g when it is given (``grad``), as the C ones do.
+        inputs = (a, b, grad, out) if self._loss else (a, None, b, out)
         if constants_grad is not None and self._tiles.n_constants:
             self._tiles.check_constants_grad()
             self._launch_tiles("backward_grad", inputs, features_last, constants_grad)

@@ -226,7 +226,7 @@ class NumpyKernels:
             for group, constants in zip(self.groups, columns):
                 rows = group.rows
                 function = group.forward if which == "forward" else group.derivative
-                inputs = (a[rows],) if b is None or scale is not None else (a[rows], b[rows])
+                inputs = (a[rows],) if b is None else (a[rows], b[rows])
                 value = function(*inputs, *constants)
                 if scale is not None:
                     value = scale[rows] * value
@@ -252,9 +252,11 @@ class NumpyKernels:
         self._run("forward", a, b if self.loss else None, out, features_last=features_last)
 
     def backward(self, a: np.ndarray, b: np.ndarray, out: np.ndarray,
-                 constants_grad: Optional[np.ndarray] = None, features_last: bool = False) -> None:
-        if self.loss:
-            self._run("derivative", a, b, out, constants_grad=constants_grad, features_last=features_last)
+                 constants_grad: Optional[np.ndarray] = None, features_last: bool = False,
+                 grad: Optional[np.ndarray] = None) -> None:
+        if self.loss:  # ``grad``: the loss's weights (upstream gradient), or None
+            self._run("derivative", a, b, out, scale=grad, constants_grad=constants_grad,
+                      features_last=features_last)
         else:
             self._run("derivative", a, None, out, scale=b, constants_grad=constants_grad,
                       features_last=features_last)

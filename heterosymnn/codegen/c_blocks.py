@@ -6,7 +6,8 @@ A vectorised loop ``for (i = 0; i < n; ++i)`` is compiled twice: a vector body
 (libmvec's ``_ZGVdN8v_sinf`` & co.) and a scalar remainder (``sinf``), and the
 two round differently. An element's bits would then depend on where it sits: its
 column, the batch size, the chunk a thread got, 1-D or 2-D, the layout. So a row
-function has one loop, ``for (i = 0; i < hs_count; ++i)``, run first over the whole
+function has one loop, ``for (i = 0; i < hs_count; ++i)`` (``hs_count`` masked to a whole
+number of blocks, so no remainder loop is even emitted), run first over the whole
 blocks of ``HS_BLOCK_<TAG>`` elements (a multiple of any vector width the vectoriser
 takes, so its remainder never runs), then once more over one padded block: the last,
 partial block's inputs are copied into stack buffers (the padding repeats the last
@@ -108,7 +109,12 @@ def block_loop(ctype: str, tag: str, read: Sequence[str], statements: Sequence[s
     lines += [f"{at}        const {ctype} {star}{p} = hs_{p};" for p in pointers]
     lines += [f"{at}        {ctype} {star}out = hs_out;"]
     lines += [f"{at}        {line}" for line in scoped]
-    lines += [f"{at}        HS_SIMD_LOOP", f"{at}        for (int64_t i = 0; i < hs_count; ++i) {{"]
+    # hs_count is always a whole number of blocks; masking says so to the compiler (GCC
+    # reads the trailing zero bits of the trip count), which then emits no scalar or
+    # half-width remainder loop after the vector body: that code never ran, but it sat in
+    # every row function, between the loop and its exit.
+    lines += [f"{at}        HS_SIMD_LOOP",
+              f"{at}        for (int64_t i = 0; i < (hs_count & -(int64_t){width}); ++i) {{"]
     lines += [f"{at}            {line.strip()}" for line in statements]
     lines += [f"{at}        }}", f"{at}    }}",
               f"{at}    if (hs_out == hs_pad_out || hs_full == hs_n)",

@@ -21,6 +21,8 @@ Chunks and tiles are whole numbers of spans, so the bits depend on nothing else.
 """
 from __future__ import annotations
 
+from heterosymnn.codegen import c_calls
+
 CDEF = """\
 typedef void (*hs_cg_fn_{tag})(int64_t, const {T} *, const {T} *, const {T} *, {T} *,
                              const double *, double *);
@@ -165,6 +167,10 @@ int hs_run_cgrad_{tag}(const hs_row_fn_{tag} *fns, const hs_cg_fn_{tag} *cg_fns,
 """
 
 
+#: The nodes-first call entry (``hs_call_*``, :mod:`heterosymnn.codegen.c_calls`) comes along.
+CDEF += c_calls.CDEF
+
+
 def render(fields: dict) -> str:
-    """The C of this entry; ``fields`` are the runtime template's."""
-    return TEMPLATE.format(**fields)
+    """The C of this entry and of ``hs_call_*``; ``fields`` are the runtime template's."""
+    return TEMPLATE.format(**fields) + "\n" + c_calls.render(fields)

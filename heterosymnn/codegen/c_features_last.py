@@ -8,7 +8,8 @@ Appended by :func:`heterosymnn.codegen.c_runtime.render_runtime` after
 
 The arrays are C-contiguous ``(samples, nodes)``: node ``j`` owns ``a[i*nodes + j]``.
 ``cg_fns`` may be NULL (no constants' gradient: ``offsets`` and ``cgrad`` unused);
-otherwise as in ``hs_run_cgrad_*``, with the same spans and so the same bits.
+otherwise as in ``hs_run_cgrad_*``, with the same spans and so the same bits. A loss
+may come with ``g`` (its weights) beside ``b``: the tile gathers all three then.
 
 A task copies a tile of ``HS_TILE`` samples x ``HS_NODE_BLOCK`` nodes into
 node-major stack buffers, runs each node's row function on its contiguous samples
@@ -176,9 +177,13 @@ static void hs_tile_of_{tag}(const hs_job_{tag} *job, int64_t t, int64_t *s0, in
 static void hs_tile_{tag}(const hs_job_{tag} *job, int64_t t, int64_t tasks)
 {{
     {T} ta[HS_TILE_{TAG} * HS_NODE_BLOCK_{TAG}], ts[HS_TILE_{TAG} * HS_NODE_BLOCK_{TAG}];
+    {T} tg[HS_TILE_{TAG} * HS_NODE_BLOCK_{TAG}];
     {T} ones[HS_TILE_{TAG}];
     const int scaled = job->g && !job->cg_fns;
     const {T} *second = job->b ? job->b : (scaled ? NULL : job->g); /* gathered */
+    /* A weighted loss's constants' gradient reads b and g: g gathered too. */
+    const {T} *third = job->b && job->g && !scaled ? job->g : NULL;
+    const {T} *gathered_g = third ? tg : (job->b ? NULL : ts);
     const {T} *pre[3];
     int64_t s0, j0, ns, nb, s1 = 0, j1 = 0, ns1 = 0, nb1 = 0, at, i, j, prefetched = 0;
     int n_pre = 0, k;
@@ -189,16 +194,18 @@ static void hs_tile_{tag}(const hs_job_{tag} *job, int64_t t, int64_t tasks)
     pre[n_pre++] = job->a;
     if (second)
         pre[n_pre++] = second;
-    if (scaled)
+    if (scaled || third)
         pre[n_pre++] = job->g;
     hs_gather_{tag}(job->a + at, job->rows, ns, nb, ta);
     if (second)
         hs_gather_{tag}(second + at, job->rows, ns, nb, ts);
+    if (third)
+        hs_gather_{tag}(third + at, job->rows, ns, nb, tg);
     for (i = 0; i < ns; ++i)
         ones[i] = 1;
     for (j = 0; j < nb; ++j) {{
         {T} *row = ta + j * HS_TILE_{TAG};
-        const {T} *row_g = scaled ? ones : (job->g ? ts + j * HS_TILE_{TAG} : NULL);
+        const {T} *row_g = scaled ? ones : (job->g ? gathered_g + j * HS_TILE_{TAG} : NULL);
         const int64_t until = (j + 1) * ns1 / nb;
         for (; prefetched < until; ++prefetched) {{
             const int64_t line = (s1 + prefetched) * job->rows + j1;

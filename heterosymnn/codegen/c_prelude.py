@@ -47,11 +47,13 @@ COMMON_PRELUDE = f"""\
 #define HS_COMMON_PRELUDE
 /* A fused multiply-add rounds once where NumPy rounds twice and turns
    inf - inf into +-inf, so contraction stays off whatever the flags say
-   (GCC and Clang contract by default outside strict ISO modes). */
+   (GCC and Clang contract by default outside strict ISO modes). GCC's sinking
+   would move a call computed before a Piecewise back into the branch that uses
+   it, where the vectoriser cannot if-convert it (sin/cos through their aliases). */
 #if defined(__clang__)
 #  pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
-#  pragma GCC optimize ("fp-contract=off")
+#  pragma GCC optimize ("fp-contract=off", "no-tree-sink")
 #elif defined(_MSC_VER)
 #  pragma fp_contract (off)
 #endif
@@ -136,12 +138,20 @@ _HELPER_BODIES = {
     # np.maximum / np.minimum: NaN in either argument gives NaN.
     "max": ("{T} a, {T} b", "return (a >= b) ? a : ((a < b) ? b : a + b);"),
     "min": ("{T} a, {T} b", "return (a <= b) ? a : ((a > b) ? b : a + b);"),
+    # The same when the first argument is a literal (never NaN; SymPy sorts numbers first,
+    # relu is Max(0, x)): one compare and one blend, bit for bit the results above (k when
+    # equal, a NaN x comes back as x, as k + x would).
+    "max_k": ("{T} k, {T} x", "return (k >= x) ? k : x;"),
+    "min_k": ("{T} k, {T} x", "return (k <= x) ? k : x;"),
     # np.sign: 1, -1, +0 for +-0, NaN for NaN.
     "sign": ("{T} x", "return (x > {zero}) ? {one} : ((x < {zero}) ? -{one} "
                       ": ((x == {zero}) ? {zero} : x));"),
     # np.heaviside: NaN for NaN, h0 at +-0.
     "heaviside": ("{T} x, {T} h0", "return (x > {zero}) ? {one} : ((x < {zero}) ? {zero} "
                                    ": ((x == {zero}) ? h0 : x));"),
+    # The same with h0 = 0 (relu's derivative) and h0 = 1: two compares, not three.
+    "heaviside0": ("{T} x", "return (x > {zero}) ? {one} : ((x <= {zero}) ? {zero} : x);"),
+    "heaviside1": ("{T} x", "return (x >= {zero}) ? {one} : ((x < {zero}) ? {zero} : x);"),
 }
 
 

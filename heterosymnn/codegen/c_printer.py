@@ -162,6 +162,12 @@ class CPrinter(LogicPrinting, C99CodePrinter):
 
     # -- arithmetic ------------------------------------------------------------
     def _print_Mul(self, expr: sp.Mul) -> str:
+        # Constant factors SymPy keeps apart (sqrt(2)*x/(2*sqrt(pi)) in gelu's derivative)
+        # become one literal, rounded once from the exact value: a multiply per element
+        # where the product would divide by sqrt(pi) and multiply twice more.
+        folded = self._fold_constant_factors(expr)
+        if folded is not None:
+            return folded
         # A rational coefficient becomes one literal factor instead of SymPy's
         # "(1.0/3.0)*x": a multiply per element, not a divide.
         coeff, rest = expr.as_coeff_Mul()
@@ -169,6 +175,26 @@ class CPrinter(LogicPrinting, C99CodePrinter):
             body = self.parenthesize(rest, PRECEDENCE["Mul"])
             return f"{self._print(coeff)}*{body}"
         return super()._print_Mul(expr)
+
+    #: Folded constants stay well inside the normal range of both dtypes, where one
+    #: rounding of the product is never worse than the rounded steps it replaces.
+    _FOLD_RANGE = (2.0 ** -60, 2.0 ** 60)
+
+    def _fold_constant_factors(self, expr: sp.Mul) -> Optional[str]:
+        """``expr`` printed as one literal times the rest, when it has irrational constant factors."""
+        numeric = [f for f in expr.args if f.is_number]
+        rest = [f for f in expr.args if not f.is_number]
+        if not rest or all(f.is_Rational or f.is_Float for f in numeric):
+            return None
+        try:
+            value = float(sp.N(sp.Mul(*numeric), 40))
+        except (TypeError, ValueError):  # pragma: no cover - a complex constant is rejected earlier
+            return None
+        low, high = self._FOLD_RANGE
+        if not low <= abs(value) <= high:
+            return None
+        body = self.parenthesize(sp.Mul(*rest), PRECEDENCE["Mul"])
+        return f"{self._float_literal(value)}*{body}"
 
     def _print_Pow(self, expr: sp.Pow) -> str:
         base, exp = expr.base, expr.exp
@@ -218,17 +244,23 @@ class CPrinter(LogicPrinting, C99CodePrinter):
         return self._fold("min", expr.args)
 
     def _fold(self, kind: str, args: tuple) -> str:
-        # Max(a, b, c) -> max(a, max(b, c)): NaN anywhere still wins.
+        # Max(a, b, c) -> max(a, max(b, c)): NaN anywhere still wins. A literal first
+        # argument is never NaN (the grammar has no nan): it takes the one-blend helper.
         if len(args) == 1:
             return self._print(args[0])
+        first, rest = args[0], self._fold(kind, args[1:])
+        if first.is_Number:
+            kind += "_k"
         self.helpers_used.add(kind)
-        return f"{self.helper_name(kind)}({self._print(args[0])}, {self._fold(kind, args[1:])})"
+        return f"{self.helper_name(kind)}({self._print(first)}, {rest})"
 
     def _print_sign(self, expr: sp.sign) -> str:
         return self._helper_call("sign", expr.args[0])
 
     def _print_Heaviside(self, expr: sp.Heaviside) -> str:
         h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        if h0.is_zero or h0 == 1:  # relu' is Heaviside(x, 0): one compare fewer
+            return self._helper_call(f"heaviside{int(h0)}", expr.args[0])
         return self._helper_call("heaviside", expr.args[0], h0)
 
 

@@ -11,7 +11,7 @@ through a function pointer::
 activation, forward    ``out[i] = f(a[i])``
 activation, backward   ``out[i] = g[i] * f'(a[i])``
 loss, forward          ``out[i] = L(a[i], b[i])``   (a = y_pred, b = y_true)
-loss, backward         ``out[i] = dL/dy_pred(a[i], b[i])``
+loss, backward         ``out[i] = dL/dy_pred(a[i], b[i])``, times ``g[i]`` when ``g`` is not NULL
 =====================  =================================================
 
 Pointers a function does not read may be NULL. ``p`` holds the row's slot

@@ -8,7 +8,7 @@ semantics as the C row functions (:mod:`~heterosymnn.codegen.c_source`):
 activation, forward    ``out[i] = f(a[i])``
 activation, backward   ``out[i] = g[i] * f'(a[i])``
 loss, forward          ``out[i] = L(a[i], b[i])``   (a = y_pred, b = y_true)
-loss, backward         ``out[i] = dL/dy_pred(a[i], b[i])``
+loss, backward         ``out[i] = dL/dy_pred(a[i], b[i])``, times ``g[i]`` when ``g`` is not NULL
 =====================  =================================================
 
 Four ``extern "C" __global__`` kernels per source (``dir`` is ``forward`` or
@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from heterosymnn.codegen.c_rows import render_backward, row_function_names
+from heterosymnn.codegen.c_rows import GRAD, NO_GRAD, render_backward, row_function_names
 from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
 from heterosymnn.codegen.cuda_launch import (  # noqa: F401  (re-exported: SymPy-free home)
     BLOCK_THREADS, BLOCKS_PER_SM, CUDA_OPTIONS, ROW_KERNEL_MIN_COLS, Launch, plan_launch)
@@ -176,7 +176,7 @@ def _structure_spans(structure: Structure, case: int, dtype: str,
 
 
 def _span_function(structure: Structure, name: str, body: Body, dtype: str, usage: PrintedUsage,
-                   *, grad: bool = False, cgrad: bool = False) -> str:
+                   *, grad: str = NO_GRAD, cgrad: bool = False) -> str:
     ctype = DTYPES[dtype][0]
     printer = CudaPrinter(dtype, body.symbol_names(), usage=usage)
     params = _SPAN_PARAMS.format(T=ctype) + (", double *acc" if cgrad else "")
@@ -185,17 +185,19 @@ def _span_function(structure: Structure, name: str, body: Body, dtype: str, usag
     lines += [f"    const {ctype} {body.slots[s]} = ({ctype})p[{s.name[1:]}];"
               for s in structure.slots if s in body.used]
     lines += ["    for (; s < end; s += step) {", "        const long long i = base + s * stride;"]
-    if not cgrad:
-        lines += element_body(printer, body, ctype, grad)
+    if grad == NO_GRAD or (grad == GRAD and not cgrad):
+        lines += element_body(printer, body, ctype, grad == GRAD)
     else:
         # element_body without its last line (the store): g[i] is read before out[i] is
-        # written, which may be the same memory (backward_kernel(z, g, out=g)).
-        scale = "gi*" if grad else ""
-        lines += [f"        const {ctype} gi = g[i];"] if grad else []
+        # written, which may be the same memory (backward_kernel(z, g, out=g)). A loss is
+        # weighted by g only when one is given (uniform over the launch: no divergence);
+        # 1*v is v to the bit, so an unweighted call gives what it always gave.
+        load = "g[i]" if grad == GRAD else f"g ? g[i] : ({ctype})1"
+        lines.append(f"        const {ctype} gi = {load};")
         lines += element_body(printer, body, ctype, grad=False)[:-1]
-        lines += [f"        acc[{k}] += (double)({scale}({printer.expression(term)}));"
+        lines += [f"        acc[{k}] += (double)(gi*({printer.expression(term)}));"
                   for k, term in enumerate(body.lowered.results[1:])]
-        lines.append(f"        out[i] = {scale}({printer.expression(body.lowered.results[0])});")
+        lines.append(f"        out[i] = gi*({printer.expression(body.lowered.results[0])});")
     lines += ["    }", "}"]
     return "\n".join(lines) + "\n"
 

@@ -35,7 +35,7 @@ The constants' gradient, deterministically
 -------------------------------------------
 ``backward_grad`` computes ``out`` with the same operations as ``backward`` (the
 backward span is printed from the same lowering) and, per lane, each slot's sum
-of ``g * df/dp_k`` (loss: ``dL/dp_k``) terms in double, term by term in sample
+of ``g * df/dp_k`` (loss: ``dL/dp_k``, times ``g`` when given) terms in double, term by term in sample
 order. The lanes of one node are combined by a fixed shuffle tree
 (``hs_tile_sums``) and lane ``member`` stores one partial per (constant, chunk)
 in ``partial[constant*n_chunks + chunk]``. ``hs_constants_sum_{tag}`` then gives

@@ -66,6 +66,46 @@ def expands_to_product(exp: sp.Basic) -> bool:
     return value.is_integer() and 2 <= abs(value) <= MAX_EXPANDED_POWER
 
 
+def _minus_abs_argument(piecewise: sp.Basic):
+    """``u`` when ``piecewise`` is ``Piecewise((-u, u >= 0), (u, True))``, i.e. -|u|, else None."""
+    if not isinstance(piecewise, sp.Piecewise) or len(piecewise.args) != 2:
+        return None
+    (first, cond), (second, last) = piecewise.args
+    if last is not sp.true or first != -second:
+        return None
+    if isinstance(cond, sp.GreaterThan) and cond.lhs == second and cond.rhs.is_zero:
+        return second
+    if isinstance(cond, sp.LessThan) and cond.rhs == second and cond.lhs.is_zero:
+        return second
+    return None
+
+
+def exp_of_minus_abs(expr: sp.Basic) -> sp.Basic:
+    """``expr`` with each ``Piecewise((-u, u >= 0), (u, True))`` inside an ``exp`` written ``-Abs(u)``.
+
+    That is the stable forms' ``e^-|u|`` (sigmoid, softplus, swish ..., and ``e^(2*...)`` in
+    their derivatives). GCC if-converts ``exp(c ? -u : u)`` by calling the vector ``exp`` on
+    both arms and blending (twice the work), while ``-fabs(u)`` is one instruction feeding
+    one call. Rewritten only where the two agree on every input: they differ in the sign of
+    a zero alone (the Piecewise gives +0 for -0, -|u| gives -0), and only through sums and
+    products does that sign reach ``exp``, where ``exp(+0) == exp(-0)``; NaN stays NaN.
+    """
+    if not expr.has(sp.Piecewise):
+        return expr
+
+    def through_sums_and_products(node: sp.Basic) -> sp.Basic:
+        u = _minus_abs_argument(node)
+        if u is not None:
+            return -sp.Abs(u)
+        if isinstance(node, (sp.Add, sp.Mul)):
+            args = tuple(through_sums_and_products(arg) for arg in node.args)
+            return node.func(*args) if args != node.args else node
+        return node
+
+    return expr.replace(lambda node: isinstance(node, sp.exp),
+                        lambda node: sp.exp(through_sums_and_products(node.args[0]), evaluate=False))
+
+
 def lower(exprs: Sequence[sp.Basic], prefix: str = "t") -> Lowered:
     """Common-subexpression-eliminate ``exprs`` and bind expanded power bases.
 
@@ -77,12 +117,82 @@ def lower(exprs: Sequence[sp.Basic], prefix: str = "t") -> Lowered:
         Name prefix of the temporaries (``t0``, ``t1``, ...).
     """
     names: Iterator[sp.Symbol] = sp.numbered_symbols(prefix, real=True)
-    replacements, reduced = sp.cse(list(exprs), symbols=names)
+    replacements, reduced = sp.cse([exp_of_minus_abs(e) for e in exprs], symbols=names)
+    replacements, reduced = _reuse_exp(replacements, reduced)
+    replacements, reduced = _hoist_sin_cos(replacements, reduced, names)
     temps: List[Tuple[sp.Symbol, sp.Basic]] = []
     for name, value in replacements:
         temps.append((name, _bind_power_bases(value, temps, names)))
     results = tuple(_bind_power_bases(r, temps, names) for r in reduced)
     return Lowered(tuple(temps), results)
+
+
+def _hoist_sin_cos(replacements: List[Tuple[sp.Symbol, sp.Basic]], reduced: List[sp.Basic],
+                   names: Iterator[sp.Symbol]):
+    """Every ``sin``/``cos`` call of a body with both bound to a temporary of its own.
+
+    Such bodies call sin and cos through non-builtin aliases (see ``c_prelude``), and GCC
+    if-converts a call in a Piecewise branch only when it is a builtin: ``c ? sin(x) :
+    cos(x)`` left the whole loop scalar. Computed unconditionally (as the vector loop
+    would anyway) and kept there (the prelude turns off GCC's sinking of them back into
+    the branches), the branch is a blend of two vectors.
+    """
+    exprs = [v for _, v in replacements] + list(reduced)
+    pairs = {f.args[0] for e in exprs for f in e.atoms(sp.sin)} & \
+            {f.args[0] for e in exprs for f in e.atoms(sp.cos)}
+    if not pairs:
+        return replacements, reduced
+    hoisted: Dict[sp.Basic, sp.Symbol] = {}
+    out: List[Tuple[sp.Symbol, sp.Basic]] = []
+
+    def bind(expr: sp.Basic, whole: bool) -> sp.Basic:
+        while True:  # innermost calls first: sin(cos(x)) is two temporaries
+            calls = sorted((f for f in expr.atoms(sp.sin, sp.cos)
+                            if not f.args[0].has(sp.sin, sp.cos) and not (whole and f == expr)),
+                           key=sp.default_sort_key)
+            if not calls:
+                return expr
+            for call in calls:
+                if call not in hoisted:
+                    hoisted[call] = next(names)
+                    out.append((hoisted[call], call))
+            expr = expr.xreplace({call: hoisted[call] for call in calls})
+
+    for name, value in replacements:
+        value = bind(value, whole=True)
+        out.append((name, value))
+    return out, [bind(r, whole=False) for r in reduced]
+
+
+def _reuse_exp(replacements: List[Tuple[sp.Symbol, sp.Basic]], reduced: List[sp.Basic]):
+    """``exp(k*w)`` written ``t**k`` (a product) where a temporary ``t`` is ``exp(w)``, k = 2..4.
+
+    SymPy's derivatives merge ``exp(w)*exp(w)`` into ``exp(2*w)`` (the sigmoid's, the
+    swish's), and a vector loop would call ``exp`` once more for it. The product rounds
+    once or twice more than the call: within the tolerance every backend is held to,
+    and overflow and underflow happen at the same arguments.
+    """
+    known: Dict[sp.Basic, sp.Symbol] = {}
+    out: List[Tuple[sp.Symbol, sp.Basic]] = []
+
+    def reuse(expr: sp.Basic) -> sp.Basic:
+        def power_of_known(node: sp.Basic):
+            for w, temp in known.items():
+                k = node.args[0] / w
+                if k.is_Integer and 2 <= k <= MAX_EXPANDED_POWER:
+                    return temp ** k
+            return None
+        if not known or not expr.has(sp.exp):
+            return expr
+        return expr.replace(lambda node: isinstance(node, sp.exp) and power_of_known(node) is not None,
+                            power_of_known)
+
+    for name, value in replacements:
+        value = reuse(value)
+        out.append((name, value))
+        if isinstance(value, sp.exp):
+            known[value.args[0]] = name
+    return out, [reuse(r) for r in reduced]
 
 
 def _bind_power_bases(expr: sp.Basic, temps: List[Tuple[sp.Symbol, sp.Basic]],

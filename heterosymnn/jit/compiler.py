@@ -6,6 +6,7 @@ the per-node constants that every backend reads as kernel arguments.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import threading
@@ -82,12 +83,15 @@ class SymbolicJITCompiler:
         Activation: ``forward_kernel(z, out=None)`` -> ``f_j(z[j])`` row by row
         and ``backward_kernel(z, grad, out=None)`` -> ``grad * f_j'(z)``; ``z`` has
         shape ``(n_nodes,)`` or ``(n_nodes, batch)``. Loss: ``forward_kernel(y_pred,
-        y_true, out=None)`` and ``backward_kernel(y_pred, y_true, out=None)``
-        (element-wise loss and d loss / d y_pred). Both backward kernels take a
-        keyword ``constants_grad``: a float64 vector of ``len(constant_names)``
-        (NumPy, or CuPy on GPU_CUDA) overwritten, in the same pass, with the sum
-        over the batch of ``grad * d f_j / d c`` (loss: of ``d L / d c``) for
-        every constant ``c``, deterministically. Every kernel takes a keyword
+        y_true, out=None)`` and ``backward_kernel(y_pred, y_true, out=None, *,
+        grad=None)`` (element-wise loss and d loss / d y_pred; with ``grad``, an
+        array of ``y_pred``'s exact shape and the layer's dtype, ``grad * d loss /
+        d y_pred``: the upstream gradient of an unreduced loss, in the same call).
+        Both backward kernels take a keyword ``constants_grad``: a float64 vector of
+        ``len(constant_names)`` (NumPy, or CuPy on GPU_CUDA) overwritten, in the
+        same pass, with the sum over the batch of ``grad * d f_j / d c`` (loss: of
+        ``d L / d c``, or ``grad * d L / d c`` with ``grad``) for every constant
+        ``c``, deterministically. Every kernel takes a keyword
         ``features_last=True`` for PyTorch's layout: inputs of shape
         ``(..., n_nodes)``, node ``j`` owning ``[..., j]`` (no transpose needed).
     calculation_method : str
@@ -126,6 +130,9 @@ class SymbolicJITCompiler:
         self._handles_overlap = bool(getattr(self._kernels, "handles_overlap", False))
         self.forward_kernel = self._loss_forward if mode == LOSS else self._activation_forward
         self.backward_kernel = self._loss_backward if mode == LOSS else self._activation_backward
+        bind = getattr(self._kernels, "activation_kernels", None)
+        if mode != LOSS and bind is not None:  # the backend's own cheap kernels (CPU_JIT)
+            self.forward_kernel, self.backward_kernel = bind(self._checked_forward, self._checked_backward)
 
     def _select(self) -> Kernels:
         kernels, self.fallback_reasons = select_backend(
@@ -261,18 +268,19 @@ class SymbolicJITCompiler:
         self.device_id = new_id
 
     # -- kernels -----------------------------------------------------------------------
-    # Each kernel first tries a fast path for the common call (contiguous arrays of the
-    # right type, dtype and rows, views included; ``out`` absent, distinct or an input
+    # Each activation kernel first tries a cheap path for the common call (contiguous arrays
+    # of the right type, dtype and rows, views included; ``out`` absent, distinct or an input
     # itself): on a 32-node layer the checks would otherwise cost more than the C function.
-    # Anything unusual goes through the full checks, which also produce the error messages.
+    # Anything unusual goes through the full checks (``_checked_*``), which also write the
+    # error messages. A backend with ``activation_kernels`` (CPU_JIT) binds whole kernels
+    # of its own, with these checked paths behind them (one Python call per kernel call).
     def _fast(self, z: Any, out: Any, *grad: Any) -> bool:
-        """Whether a nodes-first activation call may skip the full checks (one method: on a
-        32-node layer every call here costs a measurable part of the whole).
+        """Whether a nodes-first activation call may skip the full checks (the generic test).
 
         ``z`` (and ``grad``, when given): contiguous arrays of the right type, dtype and rows, views
         included. ``out``: absent, or the right writeable array that does not overlap the
         inputs in a way the backend would not take. Being an input is fine (rows are
-        element-wise); CPU_JIT finds a partial overlap itself, from the pointers it has;
+        element-wise); a backend with ``handles_overlap`` finds a partial overlap itself;
         elsewhere arrays that own their memory are the cheap proof of no overlap.
         """
         ndarray, dtype = self._ndarray, self.dtype
@@ -299,8 +307,7 @@ class SymbolicJITCompiler:
             if z.size:
                 self._kernels.forward(z, None, out)
             return out
-        z = arrays.as_input(z, "z", self.dtype, self._kernels.array_module)
-        return self._call(self._kernels.forward, z, None, out, ("z",), features_last=features_last)
+        return self._checked_forward(z, out, features_last=features_last)
 
     def _activation_backward(self, z: Any, grad: Any, out: Any = None, *, constants_grad: Any = None,
                              features_last: bool = False) -> Any:
@@ -310,6 +317,14 @@ class SymbolicJITCompiler:
             if z.size:
                 self._kernels.backward(z, grad, out)
             return out
+        return self._checked_backward(z, grad, out, constants_grad=constants_grad, features_last=features_last)
+
+    def _checked_forward(self, z: Any, out: Any = None, *, features_last: bool = False) -> Any:
+        z = arrays.as_input(z, "z", self.dtype, self._kernels.array_module)
+        return self._call(self._kernels.forward, z, None, out, ("z",), features_last=features_last)
+
+    def _checked_backward(self, z: Any, grad: Any, out: Any = None, *, constants_grad: Any = None,
+                          features_last: bool = False) -> Any:
         xp = self._kernels.array_module
         z = arrays.as_input(z, "z", self.dtype, xp)
         grad = arrays.as_input(grad, "grad", self.dtype, xp)
@@ -319,17 +334,33 @@ class SymbolicJITCompiler:
     def _loss_forward(self, y_pred: Any, y_true: Any, out: Any = None, *, features_last: bool = False) -> Any:
         return self._loss_call(self._kernels.forward, y_pred, y_true, out, None, features_last)
 
-    def _loss_backward(self, y_pred: Any, y_true: Any, out: Any = None, *, constants_grad: Any = None,
-                       features_last: bool = False) -> Any:
-        return self._loss_call(self._kernels.backward, y_pred, y_true, out, constants_grad, features_last)
+    def _loss_backward(self, y_pred: Any, y_true: Any, out: Any = None, *, grad: Any = None,
+                       constants_grad: Any = None, features_last: bool = False) -> Any:
+        return self._loss_call(self._kernels.backward, y_pred, y_true, out, constants_grad, features_last, grad)
 
     def _loss_call(self, kernel, y_pred: Any, y_true: Any, out: Any, constants_grad: Any,
-                   features_last: bool) -> Any:
+                   features_last: bool, grad: Any = None) -> Any:
         xp = self._kernels.array_module
         y_pred = arrays.as_input(y_pred, "y_pred", self.dtype, xp)
         y_true = arrays.as_input(y_true, "y_true", self.dtype, xp)
         arrays.same_shape(y_pred, y_true, "y_pred", "y_true")
+        if grad is not None:
+            # The weights go to the backend beside the inputs, through the one checked path.
+            kernel = functools.partial(kernel, grad=self._loss_weights(grad, y_pred, out, xp))
         return self._call(kernel, y_pred, y_true, out, ("y_pred", "y_true"), constants_grad, features_last)
+
+    def _loss_weights(self, grad: Any, y_pred: Any, out: Any, xp: Any) -> Any:
+        """``grad`` of a loss backward, checked like ``y_pred`` (a copy where it is not
+        C-contiguous, or where it partly overlaps ``out``: kernels write ``out`` as they read it)."""
+        grad = arrays.as_input(grad, "grad", self.dtype, xp)
+        if grad.shape != y_pred.shape:
+            raise ValueError(f"grad has shape {grad.shape}, but y_pred has shape {y_pred.shape}; it must be "
+                             f"exactly that shape (one weight per element, no broadcasting): for one weight "
+                             f"for all, multiply the result instead, or pass {xp.__name__}.broadcast_to(grad, "
+                             f"y_pred.shape)")
+        if isinstance(out, xp.ndarray) and arrays._partial_overlap(out, grad, xp):
+            grad = grad.copy()
+        return grad
 
     def _call(self, kernel, a: Any, b: Optional[Any], out: Any, names: tuple, constants_grad: Any = None,
               features_last: bool = False) -> Any:

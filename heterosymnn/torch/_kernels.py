@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -65,7 +64,6 @@ class LayerKernels:
         self.strict = bool(strict)
         self._entries: Dict[Tuple[str, str], Entry] = {}
         self._lock = threading.RLock()
-        self.warned_weighted = False
         # The first compiler validates the formulas now (a FormulaParsingError at construction).
         first = self._build(dtype_name(dtype), "cuda" if self.method == GPU_CUDA else "cpu", 0).comp
         self.n_nodes: int = first.n_nodes
@@ -110,14 +108,6 @@ class LayerKernels:
         self._entries[(dtype, kind)] = entry
         return entry
 
-    def host_entry(self, dtype: torch.dtype) -> Entry:
-        """The CPU compiler of ``dtype``, whatever the layer's method (for host-side work)."""
-        found = self._entries.get((dtype_name(dtype), "cpu"))
-        if found is None:
-            with self._lock:
-                found = self._entries.get((dtype_name(dtype), "cpu")) or self._build(dtype_name(dtype), "cpu", 0)
-        return found
-
     # -- constants -------------------------------------------------------------------
     def sync(self, entry: Entry, constants: torch.Tensor) -> None:
         """Hand ``constants`` (the layer's current values) to ``entry``'s compiler if they changed.
@@ -134,14 +124,3 @@ class LayerKernels:
             return
         entry.comp.set_constants_vector(constants.to(device="cpu", dtype=torch.float64).numpy())
         entry.synced = constants.clone()
-
-    def warn_weighted(self, calls: int) -> None:
-        if not self.warned_weighted:
-            self.warned_weighted = True
-            from ..errors import PerformanceWarning
-
-            warnings.warn(f"HeteroLoss(reduction='none') got a non-uniform gradient: the constants' gradient "
-                          f"took {calls} kernel calls (one per distinct weight or per row). Reduce with "
-                          f"reduction='mean' or 'sum' (or .mean()/.sum()) for one call.",
-                          PerformanceWarning, stacklevel=3)
-

@@ -22,9 +22,9 @@ class HeteroLoss(HeteroModule):
         of configs: one loss per output column, inputs of shape ``(..., n_out)``.
     reduction : {"mean", "sum", "none"}
         As in ``torch.nn`` losses. ``"none"`` returns the element-wise losses;
-        their constants' gradient is one kernel call when the incoming gradient
-        is uniform (a later ``.mean()`` or ``.sum()``) and one call per distinct
-        weight (one config) or per row (several) otherwise.
+        any weighting of them afterwards (``(losses * w).sum()``) is backpropagated
+        by one kernel call that weighs both gradients element by element
+        (``backward_kernel(..., grad=w)``), on the tensors' device.
     trainable, method, dtype, strict
         As for :class:`HeteroActivation`.
 

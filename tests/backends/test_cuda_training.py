@@ -152,6 +152,51 @@ def check_losses(xp, asnumpy, dtype, features_last):
         _check_constants_grad(asnumpy(cg), want, scale, y_pred.size, dtype, f"element-wise {config}")
 
 
+def check_weighted_losses(xp, asnumpy, dtype, features_last):
+    """``grad=w``: ``w * dL/dy_pred`` (the unweighted call times ``w``, bit for bit) and the sums of
+    ``w * dL/dc``, per-output losses and one loss over every element, against CPU_PYTHON."""
+    y_pred, w = _inputs(len(LOSSES_WITH_CONSTANTS), 300, dtype, seed=5)
+    y_true = np.abs(_inputs(len(LOSSES_WITH_CONSTANTS), 300, dtype, seed=6)[1]) % 1
+    layout = _layout(features_last)
+    what = f"weighted losses, {dtype}, features_last={features_last}"
+    for configs, shape in ((LOSSES_WITH_CONSTANTS, None), (LOSSES_WITH_CONSTANTS[:1], (3, 60, 5))):
+        single = shape is not None  # one config: element-wise over any shape
+        arrays = [v.reshape(shape) if single else layout(v) for v in (y_pred, y_true, w)]
+        keywords = {} if single else {"features_last": features_last}
+        gpu_comp = SymbolicJITCompiler(configs, "GPU_CUDA", mode="loss", dtype=dtype, strict=True)
+        cpu_comp = SymbolicJITCompiler(configs, "CPU_PYTHON", mode="loss", dtype=dtype)
+        cg = xp.asarray(np.full(len(gpu_comp.constant_names), np.nan))
+        device = [xp.asarray(v) for v in arrays]
+        out = asnumpy(gpu_comp.backward_kernel(*device[:2], grad=device[2], constants_grad=cg, **keywords))
+        plain = asnumpy(gpu_comp.backward_kernel(*device[:2], **keywords))
+        np.testing.assert_array_equal(out, arrays[2] * plain)
+        np.testing.assert_array_equal(asnumpy(gpu_comp.backward_kernel(*device[:2], grad=device[2], **keywords)),
+                                      out)
+        want = np.zeros(len(cg))
+        _close(out, cpu_comp.backward_kernel(*arrays[:2], grad=arrays[2], constants_grad=want, **keywords),
+               dtype, what)
+        pred, true = (y_pred.reshape(1, -1), y_true.reshape(1, -1)) if single else (y_pred, y_true)
+        weights = w.reshape(1, -1) if single else w
+        scale = _weighted_term_scale(configs, pred, true, weights)
+        _check_constants_grad(asnumpy(cg), want, scale, y_pred.size, dtype, what)
+
+
+def _weighted_term_scale(configs, y_pred, y_true, w) -> np.ndarray:
+    """Per constant: the sum over its node's row of |w * dL/dc| in float64 (nodes first)."""
+    layer = analyze(configs, "loss")
+    plan, params = layer.plan, layer.plan.initial_params()
+    scale = []
+    for node, index in enumerate(plan.node_structure):
+        structure = layer.structures[index]
+        for expr in structure.constant_derivatives:
+            with np.errstate(all="ignore"):
+                terms = numpy_function(structure, expr=expr)(y_pred[node].astype(np.float64),
+                                                             y_true[node].astype(np.float64),
+                                                             *params[node, :structure.n_slots])
+            scale.append(float(np.sum(np.abs(np.broadcast_to(terms, w[node].shape) * w[node]))))
+    return np.array(scale)
+
+
 # -- on the simulated CuPy ---------------------------------------------------------------------
 SHAPES = [(13, 1), (13, 5), (40, 33), (3, 2500), (70, 5)]
 
@@ -166,6 +211,12 @@ def test_simulated_constants_grad_matches_cpu_python(sim, n_nodes, batch, dtype,
 @pytest.mark.parametrize("features_last", [False, True], ids=["nodes_first", "features_last"])
 def test_simulated_losses_constants_grad(sim, features_last):
     check_losses(sim.module, np.asarray, "float64", features_last)
+
+
+@pytest.mark.parametrize("features_last", [False, True], ids=["nodes_first", "features_last"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simulated_weighted_losses(sim, dtype, features_last):
+    check_weighted_losses(sim.module, np.asarray, dtype, features_last)
 
 
 def test_simulated_features_last_with_leading_dimensions(sim):
@@ -314,6 +365,14 @@ def test_gpu_constants_grad_matches_cpu_python(cp, n_nodes, batch, dtype, featur
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_losses_constants_grad(cp, dtype, features_last):
     check_losses(cp, cp.asnumpy, dtype, features_last)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("features_last", [False, True], ids=["nodes_first", "features_last"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_weighted_losses(cp, dtype, features_last):
+    check_weighted_losses(cp, cp.asnumpy, dtype, features_last)
 
 
 @gpu

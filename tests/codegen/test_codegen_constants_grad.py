@@ -83,3 +83,38 @@ def test_span_sums_do_not_depend_on_alignment(built):
         g = np.empty(SPAN_ELEMENTS + shift, np.float32)[shift:]
         g[:] = grad[:SPAN_ELEMENTS]
         assert mod.cgrad(structure, a, None, g)[1].tobytes() == reference.tobytes()
+
+
+LOSS_SLOTS = [s for s in WITH_SLOTS if s.mode != ACTIVATION]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("structure", LOSS_SLOTS, ids=[f"{s.mode[0]}-{str(s.expr)[:40]}" for s in LOSS_SLOTS])
+def test_a_loss_weighs_by_g_when_given(built, structure, dtype):
+    """With ``g``, a loss's backward and constants-gradient functions give ``g * dL/dy_pred`` (the
+    unweighted result times ``g``, bit for bit) and the span sums of ``g * dL/dp_k``; with
+    ``g`` NULL what they always gave (the other tests)."""
+    mod = built[dtype]
+    a, b, _ = _inputs(structure, dtype)
+    g = grad_inputs(a.size, dtype)
+    plain = mod.row(structure, "bwd", a, b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        weighted_plain = (g * plain).astype(dtype)
+    weighted = mod.row(structure, "bwd", a, b, g)
+    np.testing.assert_array_equal(weighted, weighted_plain)
+    out, sums = mod.cgrad(structure, a, b, g)
+    np.testing.assert_array_equal(out, weighted)
+    # Each weighted term is the unweighted one times g, rounded once in the layer's dtype.
+    unweighted = np.array([mod.cgrad(structure, a[i:i + 1], b[i:i + 1])[1][0] for i in range(a.size)])
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = (g[:, None] * unweighted.astype(dtype)).astype(np.float64)
+    for k in range(structure.n_slots):
+        for span in range(sums.shape[0]):
+            part = terms[span * SPAN_ELEMENTS:(span + 1) * SPAN_ELEMENTS, k]
+            with np.errstate(invalid="ignore"):
+                expected, scale = part.sum(), np.abs(part).sum()
+            got = sums[span, k]
+            if not np.isfinite(scale):
+                assert got == expected or (np.isnan(got) and np.isnan(expected)), (span, k, got, expected)
+            else:
+                assert abs(got - expected) <= SUM_RTOL[dtype] * scale, (span, k, got, expected)

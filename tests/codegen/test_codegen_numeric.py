@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 
 from codegen_support import (
-    ACTIVATION, CORPUS, DTYPES, activation_inputs, check, grad_inputs, loss_inputs,
+    ACTIVATION, CORPUS, DTYPES, activation_inputs, build_cffi, check, fast_flags, grad_inputs,
+    loss_inputs, special_values,
 )
+from heterosymnn.codegen.c_prelude import COMMON_PRELUDE, render_helpers
+from heterosymnn.codegen.c_printer import CPrinter
 
 IDS = [f"{i:02d}-{s.mode[0]}-{str(s.expr)[:40]}" for i, s in enumerate(CORPUS)]
 
@@ -97,3 +100,40 @@ def test_driver_handles_empty_and_default_threads(built):
     a = np.ascontiguousarray(np.tile(np.linspace(-5, 5, 40000), (3, 1)))
     out = mod.run(structures, "fwd", a)
     np.testing.assert_allclose(out, np.sin(a), rtol=1e-13, atol=1e-15)
+
+
+_HELPER_CHECK = """
+{helpers}
+void both({T} k, const {T} *x, int64_t n, {T} *out) {{
+    for (int64_t i = 0; i < n; ++i) {{
+        out[6 * i + 0] = hs_max_{tag}(k, x[i]);
+        out[6 * i + 1] = hs_max_k_{tag}(k, x[i]);
+        out[6 * i + 2] = hs_min_{tag}(k, x[i]);
+        out[6 * i + 3] = hs_min_k_{tag}(k, x[i]);
+        out[6 * i + 4] = hs_heaviside_{tag}(x[i], k == 1 ? 1 : 0);
+        out[6 * i + 5] = k == 1 ? hs_heaviside1_{tag}(x[i]) : hs_heaviside0_{tag}(x[i]);
+    }}
+}}
+"""
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_blend_helpers_are_the_general_ones_bit_for_bit(tmp_path, dtype):
+    """max_k/min_k (a literal first argument) and heaviside0/1 give the general helpers'
+    bits on signed zeros, NaN, infinities and ties, compiled with the production flags."""
+    printer = CPrinter(dtype, {})
+    kinds = ["heaviside", "heaviside0", "heaviside1", "max", "max_k", "min", "min_k"]
+    helpers = render_helpers(kinds, ctype=printer.ctype, qualifier="HS_INLINE",
+                             name=printer.helper_name, literal=printer._float_literal)
+    source = COMMON_PRELUDE + _HELPER_CHECK.format(helpers=helpers, T=printer.ctype, tag=printer.tag)
+    cdef = f"void both({printer.ctype} k, const {printer.ctype} *x, int64_t n, {printer.ctype} *out);"
+    mod = build_cffi(tmp_path, f"_hs_helpers_{printer.tag}", cdef, source, **fast_flags())
+    x = np.concatenate([special_values(dtype), np.array([1.0, 0.0, -0.0], dtype)])
+    ptr = f"{printer.ctype} *"
+    for k in (0.0, -0.0, 1.0, -1.0, np.inf, -np.inf):
+        out = np.empty(6 * x.size, dtype)
+        mod.lib.both(k, mod.ffi.cast(ptr, mod.ffi.from_buffer(x)), x.size,
+                     mod.ffi.cast(ptr, mod.ffi.from_buffer(out)))
+        pairs = out.reshape(-1, 3, 2)
+        bits = pairs.view(np.uint32 if dtype == "float32" else np.uint64)
+        assert np.array_equal(bits[..., 0], bits[..., 1]), (k, x, pairs)

@@ -77,12 +77,32 @@ def test_semantic_helpers_and_their_definitions():
     printer = CPrinter("float64", {X: "x", P[0]: "c0"})
     text = printer.expression(sp.Max(X, 1, P[0]) + sp.Min(X, 0) + sp.sign(X)
                               + sp.Heaviside(X) + sp.Heaviside(X, 0))
-    assert "hs_max_f64(1.0, hs_max_f64(x, c0))" in text  # NaN anywhere still wins
-    assert "hs_heaviside_f64(x, 0.5)" in text and "hs_heaviside_f64(x, 0.0)" in text
+    # NaN anywhere still wins; a literal (never NaN) takes the one-blend helper.
+    assert "hs_max_k_f64(1.0, hs_max_f64(x, c0))" in text
+    assert "hs_min_k_f64(0.0, x)" in text
+    assert "hs_heaviside_f64(x, 0.5)" in text and "hs_heaviside0_f64(x)" in text
     defs = printer.helper_definitions()
-    for kind in ("heaviside", "max", "min", "sign"):
+    for kind in ("heaviside", "heaviside0", "max", "max_k", "min_k", "sign"):
         assert f"HS_INLINE double hs_{kind}_f64(" in defs
     assert "fmax" not in defs  # fmax drops NaN, np.maximum propagates it
+
+
+def test_exp_of_the_stable_forms_minus_abs_is_one_call():
+    # The named sigmoid's e^-|u|, spelled exp(Piecewise((-u, u >= 0), (u, True))): GCC
+    # vectorises exp(c ? -u : u) as two exp calls and a blend; exp(-fabs(u)) is one.
+    minus_abs = sp.Piecewise((-P[0] * X, P[0] * X >= 0), (P[0] * X, True))
+    sigmoid = sp.Piecewise((1 / (1 + sp.exp(minus_abs)), P[0] * X >= 0),
+                           (sp.exp(minus_abs) / (1 + sp.exp(minus_abs)), True))
+    s = make(ACTIVATION, X * sigmoid)  # the named swish
+    source = render_c([s], "float32")
+    fwd, bwd = row_function_names(s.key, "float32")
+    for name in (fwd, bwd):
+        body = source[source.index(f"void {name}("):]
+        body = body[:body.index("\n}\n")]
+        # One exp per element, backward too: SymPy's exp(2*w) there is t*t of exp(w).
+        assert body.count("expf(") == 1 and "fabsf(t0)" in body and "expf((" not in body, body
+    # Only where exp makes -0 and +0 alike: the Piecewise itself prints as written.
+    assert show(minus_abs) == "((x*c0 >= 0.0f) ? -x*c0 : x*c0)"
 
 
 def test_piecewise_is_nested_ternaries_with_nan_default():
@@ -115,9 +135,9 @@ def test_printer_family_hooks_are_overridable():
             return "__" + super().math_name(base)
 
     printer = DevicePrinter("float32", {X: "x"})
-    assert printer.expression(sp.Max(sp.sin(X), 0)) == "dev_max_f32(0.0f, __sinf(x))"
+    assert printer.expression(sp.Max(sp.sin(X), 0)) == "dev_max_k_f32(0.0f, __sinf(x))"
     assert printer.helper_definitions().startswith(
-        "static __device__ __forceinline__ float dev_max_f32(float a, float b)")
+        "static __device__ __forceinline__ float dev_max_k_f32(float k, float x)")
 
 
 def test_lowering_shares_subexpressions_and_binds_power_bases():
@@ -150,7 +170,7 @@ def test_row_functions_hoist_used_slots_and_skip_unread_pointers():
     assert "const float c0 = (float)p[0];" in body
     assert "c2" not in body  # the derivative does not use p2: no unused local
     assert "(void)b;" in body and "g[i]*(" in body
-    assert re.search(r"HS_SIMD_LOOP\n\s+for \(int64_t i = 0; i < hs_count; \+\+i\)", body)  # one block loop
+    assert re.search(r"HS_SIMD_LOOP\n\s+for \(int64_t i = 0; i < \(hs_count & -\(int64_t\)HS_BLOCK_F\d+\); \+\+i\)", body)  # one block loop
     loss = render_c([make(LOSS, (YP - YT)**2)], "float64")
     assert "const double yt = b[i];" in loss and "(void)g; (void)p;" in loss
 
@@ -230,3 +250,12 @@ def test_unprintable_structure_names_itself():
     bad = dataclasses.replace(make(ACTIVATION, sp.sin(X)), derivative=sp.gamma(X))
     with pytest.raises(UnsupportedExpressionError, match=bad.key[:12]):
         render_c([bad])
+
+
+def test_irrational_constant_factors_are_one_literal():
+    # gelu's derivative: sqrt(2)*x*exp(-x**2/2)/(2*sqrt(pi)) multiplies by one constant,
+    # rounded once from the exact value, instead of dividing by sqrt(pi) per element.
+    text = show(sp.sqrt(2) * X * sp.exp(-X**2 / 2) / (2 * sp.sqrt(sp.pi)), "float64")
+    assert text.startswith("0.3989422804014327*") and "sqrt" not in text and "/" not in text
+    assert show(-sp.sqrt(2) * X / 2) == "-0.707106769f*x"
+    assert show(sp.Rational(1, 3) * X) == "0.333333343f*x"  # rationals: as before

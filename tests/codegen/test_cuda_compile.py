@@ -148,7 +148,7 @@ def test_float32_and_float64_spellings():
 
 def test_helpers_are_device_inline_and_nan_needs_no_header():
     text = render_source(["relu", "sign(num)", "Piecewise((num, num > 0))"], target="cuda")
-    assert "static __device__ __forceinline__ float hs_max_f32(" in text
+    assert "static __device__ __forceinline__ float hs_max_k_f32(" in text  # relu: Max(0, num)
     assert "static __device__ __forceinline__ float hs_sign_f32(" in text
     assert "((float)HS_NAN)" in text  # Piecewise without a True branch is NaN
     assert not re.search(r"\bNAN\b|\bINFINITY\b", text)

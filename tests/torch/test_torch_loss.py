@@ -36,7 +36,7 @@ def test_gradcheck_per_column_losses(method, reduction):
         return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PerformanceWarning)  # reduction="none": the per-row path
+        warnings.simplefilter("error", PerformanceWarning)  # reduction="none" is one weighted call too
         assert torch.autograd.gradcheck(run, (y_pred, constants))
     # The module reduces like torch.nn losses.
     comp = SymbolicJITCompiler(COLUMNS, "CPU_PYTHON", mode="loss", dtype="float64")
@@ -59,18 +59,47 @@ def test_gradcheck_one_loss_for_every_element(method, config):
                                         inputs)
 
 
-def test_non_uniform_gradient_is_exact_and_warns_once():
-    loss = HeteroLoss(("w*(y_pred - y_true)**2", {"w": 2.0}), "none", method="CPU_PYTHON", dtype=torch.float64)
+@pytest.mark.parametrize("method", METHODS)
+def test_non_uniform_gradient_is_one_weighted_call(method, monkeypatch):
+    loss = HeteroLoss(("w*(y_pred - y_true)**2", {"w": 2.0}), "none", method=method, dtype=torch.float64,
+                      strict=True)
     y_pred, y_true = _pair((5, 3), seed=3)
     weights = tensor(np.arange(15.0).reshape(5, 3) % 4)  # 4 distinct weights (one of them 0)
-    with pytest.warns(PerformanceWarning, match="3 kernel calls"):
+    comp = loss._kernels.entry(torch.float64, torch.device("cpu")).comp
+    calls = []
+    kernel = comp.backward_kernel
+
+    def counted(*args, **kwargs):
+        calls.append(sorted(kwargs))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(comp, "backward_kernel", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerformanceWarning)  # no slow path to warn about any more
         (loss(y_pred, y_true) * weights).sum().backward()
+    assert calls == [["constants_grad", "grad", "out"]]  # one call, weighted in the kernel
     expected = ((y_pred.detach() - y_true) ** 2 * weights).sum()
     torch.testing.assert_close(loss.constants.grad, expected.reshape(1))
     torch.testing.assert_close(y_pred.grad, 2.0 * 2 * (y_pred.detach() - y_true) * weights)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PerformanceWarning)
-        (loss(y_pred, y_true) * weights).sum().backward()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("configs", [["huber", ("c*(y_pred - y_true)**2", {"c": 1.5}), ("quantile", {"tau": 0.3})],
+                                     ("c*log(cosh(y_pred - y_true))", {"c": 0.7})], ids=["per-column", "one"])
+def test_gradcheck_of_a_weighted_sum_of_unreduced_losses(method, configs):
+    loss = HeteroLoss(configs, "none", method=method, dtype=torch.float64, strict=True)
+    columns = len(configs) if isinstance(configs, list) else 2
+    y_pred, y_true = _pair((6, columns), seed=5)
+    weights = tensor(np.random.default_rng(6).normal(size=(6, columns)))
+    constants = loss.constants.detach().clone().requires_grad_()
+
+    def run(y_pred, constants):
+        return (ops.loss(y_pred, y_true, constants, loss._layer_id) * weights).sum()
+
+    assert torch.autograd.gradcheck(run, (y_pred, constants))
+    # Features last through a transposed (non-contiguous) weighting: the same numbers.
+    transposed = (ops.loss(y_pred.T.contiguous().T, y_true, constants, loss._layer_id) * weights).sum()
+    torch.testing.assert_close(transposed, run(y_pred, constants))
 
 
 def test_a_learnable_loss_constant():
