@@ -13,8 +13,8 @@ activation r % 8) or blocked (rows grouped by activation). Prints ns/element
 * numba, JAX and PyTorch when installed,
 
 then µs per call of a 32-node layer with batch 1 (against one ``np.tanh`` on
-the same array), the cold build time of 8 new structures, the time of a warm
-new process (against ``python -c "import numpy"``), and 12 processes starting
+the same array), the cold and warm process figures of ``startup.py`` (8 new
+formulas ready to call; a 1024-node layer against ``python -c "import numpy"``), and 12 processes starting
 together on a cold cache. Absolute figures drift on shared machines; read the
 ratios.
 
@@ -29,7 +29,6 @@ same ns/element): run again when it is quiet, or pass ``--best``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from peer_kernels import optional_peers, reference_kernel  # noqa: E402
+import startup  # noqa: E402  (the cold and warm process figures)
 
 CONFIGS = ["tanh", "sin", "relu", "sigmoid", "softplus", "gaussian",
            ("a*tanh(b*num)", {"a": 1.5, "b": 0.7}), "leaky_relu"]
@@ -193,32 +193,6 @@ print("sympy" in sys.modules)
 """
 
 
-def process_times(repeats: int) -> None:
-    configs = layer(8, False)
-    with tempfile.TemporaryDirectory() as cache_dir:
-        env = dict(os.environ, HETEROSYMNN_CACHE_DIR=cache_dir, PYTHONPATH=str(ROOT))
-        child = WARM_CHILD.format(configs=configs)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", child], env=env, check=True, capture_output=True)
-        cold = time.perf_counter() - start
-        log = [json.loads(line) for line in open(Path(cache_dir) / "v1" / "builds.jsonl")]
-        functions = sum(r.get("functions") or 0 for r in log)
-        print(f"cold build, new process, 8 new structures: {cold:.2f} s "
-              f"({len(log)} builds, {functions} functions; compiler time "
-              f"{sum(r['seconds'] for r in log):.2f} s)")
-
-        def run(argv):
-            return lambda: subprocess.run(argv, env=env, check=True, capture_output=True)
-
-        medians = timed({"warm heterosymnn process": run([sys.executable, "-c", child]),
-                         "import numpy": run([sys.executable, "-c", "import numpy"])}, max(5, repeats // 4))
-        imported = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True)
-        ratio = medians["warm heterosymnn process"] / medians["import numpy"]
-        print(f"warm new process (construct + call): {medians['warm heterosymnn process'] * 1e3:.0f} ms, "
-              f"python -c 'import numpy': {medians['import numpy'] * 1e3:.0f} ms, ratio {ratio:.2f}x, "
-              f"sympy imported: {imported.stdout.strip()}")
-
-
 def crowd(processes: int = 12) -> None:
     configs = layer(8, False) + [("c*sin(num) + d", {"c": 1.0, "d": 0.5})]
     with tempfile.TemporaryDirectory() as cache_dir:
@@ -229,8 +203,7 @@ def crowd(processes: int = 12) -> None:
                                   stderr=subprocess.PIPE) for _ in range(processes)]
         codes = [p.wait() for p in procs]
         wall = time.perf_counter() - start
-        log = [json.loads(line) for line in open(Path(cache_dir) / "v1" / "builds.jsonl")]
-        modules = [r for r in log if r.get("kind") == "c-module"]
+        modules = [r for r in startup.build_log(cache_dir) if r.get("kind") == "c-module"]
         print(f"{processes} processes on a cold cache: {wall:.2f} s wall, exit codes "
               f"{sorted(set(codes))}, {len(modules)} kernel module build(s) with "
               f"{sum(r['functions'] for r in modules)} functions for 9 structures "
@@ -265,7 +238,9 @@ def main(argv=None) -> None:
         if args.kernels_only:
             return
         small_call(args.repeats)
-    process_times(args.repeats)
+    with tempfile.TemporaryDirectory() as workdir:
+        startup.cold(max(3, args.repeats // 3), Path(workdir))
+        startup.warm(max(5, args.repeats // 2), Path(workdir))
     crowd()
 
 
