@@ -165,6 +165,7 @@ def workload(name: str):
 def probe(workload_name: str, dtype: str, rows: int, cols: int, only, reps: int = 20,
           rounds: int = 7) -> None:
     from heterosymnn.codegen import render_c_module
+    from heterosymnn.codegen.c_exports import exported_functions
     from heterosymnn.symbolic.layer import analyze
 
     configs, reference = workload(workload_name)
@@ -205,7 +206,7 @@ def probe(workload_name: str, dtype: str, rows: int, cols: int, only, reps: int 
         pp = pointer(params, "double *") if params.size else ffi.NULL
         cells = []
         for backward_pass, fn in ((0, forward), (1, backward)):
-            address = int(ffi.cast("uintptr_t", ffi.addressof(lib, fn)))
+            address = exported_functions(built)[fn]
             mine, theirs = [], []
             for _ in range(rounds):  # interleaved, so drift hits both alike
                 mine.append(lib.probe_generated(address, reps, rows, cols, pa,

@@ -56,9 +56,9 @@ class CffiKernels:
         n = self._rows = plan.n_nodes
         # One address lookup per structure, not per node (a 1024-node layer has a few structures).
         functions = [rows[key] for key in plan.structure_keys]
-        self._forward_table = _function_table(ffi, fn_type, [_address(f.module, f.forward) for f in functions],
+        self._forward_table = _function_table(ffi, fn_type, [f.forward_address for f in functions],
                                               plan.node_structure)
-        self._backward_table = _function_table(ffi, fn_type, [_address(f.module, f.backward) for f in functions],
+        self._backward_table = _function_table(ffi, fn_type, [f.backward_address for f in functions],
                                                plan.node_structure)
         # Built on the first call with constants_grad: (table, problem, modules), one attribute store.
         self._plan, self._cgrad_fn_type, self._constants_grad_for = plan, runtime_source.cgrad_fn_type, constants_grad_for
@@ -93,18 +93,19 @@ class CffiKernels:
             plan, ffi = self._plan, self._ffi
             keys = [key for key, slots in zip(plan.structure_keys, plan.structure_slots) if slots]
             functions = self._constants_grad_for(keys) if keys and self._constants_grad_for else {}
-            table = ffi.new(f"{self._cgrad_fn_type}[]", self._rows)  # NULL: a node without constants
-            problem: Optional[str] = None
-            for node, index in enumerate(plan.node_structure):
-                if not plan.structure_slots[index]:
-                    continue
-                function = functions.get(plan.structure_keys[index])
-                if function is not None and function.name:
-                    table[node] = _foreign_function(ffi, self._cgrad_fn_type, function.module, function.name)
-                elif problem is None:
-                    why = (function.problem if function is not None else None) or \
+            # Per structure: its function's address, or 0 (NULL: no constants, or none could be made).
+            addresses, missing = [], {}
+            for index, (key, slots) in enumerate(zip(plan.structure_keys, plan.structure_slots)):
+                function = functions.get(key) if slots else None
+                addresses.append(function.address if function is not None and function.name else 0)
+                if slots and not addresses[-1]:
+                    missing[index] = (function.problem if function is not None else None) or \
                         "its constants-gradient function was not built"
-                    problem = f"node {node}: {why}"
+            table = _function_table(ffi, self._cgrad_fn_type, addresses, plan.node_structure)
+            problem: Optional[str] = None
+            if missing:
+                node = next(node for node, index in enumerate(plan.node_structure) if index in missing)
+                problem = f"node {node}: {missing[plan.node_structure[node]]}"
             modules = {id(f.module): f.module for f in functions.values() if f.module is not None}
             self._cgrad = state = (table, problem, modules)
             return state
@@ -183,11 +184,6 @@ def _check(status: int) -> None:
                           "(one double per constant and span of samples)")
 
 
-def _address(module: Any, name: str) -> int:
-    """The address of function ``name`` of a cffi module."""
-    return int(module.ffi.cast("uintptr_t", module.ffi.addressof(module.lib, name)))
-
-
 def _function_table(ffi: Any, fn_type: str, addresses: Any, node_structure: Any) -> Any:
     """A new ``fn_type[]`` whose entry ``r`` is ``addresses[node_structure[r]]``: filled with one
     copy of an address array, not one cast and store per node."""
@@ -195,12 +191,6 @@ def _function_table(ffi: Any, fn_type: str, addresses: Any, node_structure: Any)
     table = ffi.new(f"{fn_type}[]", len(per_node))
     ffi.memmove(table, per_node, per_node.nbytes)
     return table
-
-
-def _foreign_function(ffi: Any, fn_type: str, module: Any, name: str) -> Any:
-    """A row function of another cffi module as a pointer of the runtime's typedef."""
-    address = module.ffi.cast("uintptr_t", module.ffi.addressof(module.lib, name))
-    return ffi.cast(fn_type, int(address))
 
 
 def build(layer: Any, dtype: str, params: np.ndarray, device_id: int = 0) -> CffiKernels:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..cache import KernelCache, cache_key
 from ..cache.records import DamagedRecord
 from ..cache.layout import check_key
+from ..codegen.c_exports import exported_functions
 from ..config import settings
 from ..errors import JITCompilationError
 from ..toolchains import Toolchain, flags, isa
@@ -67,12 +68,11 @@ def compiler_runs(functions: int, cores: int) -> int:
 class RowFunctions:
     """Where a structure's compiled row functions live."""
 
-    module: Any  # the loaded cffi extension module (has .ffi and .lib)
+    module: Any  # the loaded cffi extension module (has .ffi and .lib), kept alive by its users
     forward: str
     backward: str
-    constants_grad: Optional[str] = None
-    """Unused since the constants' gradient is built lazily (see :class:`ConstantsGradFunction`)."""
-    constants_grad_problem: Optional[str] = None
+    forward_address: int
+    backward_address: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,7 @@ class ConstantsGradFunction:
 
     module: Any  # the loaded cffi extension module, or None with ``problem``
     name: Optional[str]
+    address: int = 0
     problem: Optional[str] = None
     """Why it has none (its derivative for a constant could not be made or printed)."""
 
@@ -196,10 +197,11 @@ def _row_functions(cache: KernelCache, fields: Mapping[str, Any]) -> Optional[Ro
     module = load_extension(cache, module_key)
     if module is None:
         return None
-    if not all(hasattr(module.lib, name) for name in (forward, backward)):
+    exported = exported_functions(module)
+    if not (forward in exported and backward in exported):
         # meta.json is not checksummed: an edited record must not reach the C call.
         raise DamagedRecord(f"its module has no function {forward!r} or {backward!r}")
-    return RowFunctions(module, forward, backward)
+    return RowFunctions(module, forward, backward, exported[forward], exported[backward])
 
 
 def _constants_grad_function(cache: KernelCache, fields: Mapping[str, Any]) -> Optional[ConstantsGradFunction]:
@@ -208,15 +210,16 @@ def _constants_grad_function(cache: KernelCache, fields: Mapping[str, Any]) -> O
     if name is None:
         if not isinstance(problem, str):
             raise DamagedRecord("its record names neither a function nor why there is none")
-        return ConstantsGradFunction(None, None, problem)
+        return ConstantsGradFunction(None, None, problem=problem)
     if not (_is_key(module_key) and isinstance(name, str)):
         raise DamagedRecord("its record does not name a module and a function")
     module = load_extension(cache, module_key)
     if module is None:
         return None
-    if not hasattr(module.lib, name):
+    address = exported_functions(module).get(name)
+    if address is None:
         raise DamagedRecord(f"its module has no function {name!r}")
-    return ConstantsGradFunction(module, name)
+    return ConstantsGradFunction(module, name, address)
 
 
 def _is_key(value: Any) -> bool:

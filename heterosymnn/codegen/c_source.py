@@ -28,6 +28,7 @@ import dataclasses
 from typing import Dict, List, Sequence, Tuple
 
 from heterosymnn.codegen import c_blocks, c_prelude
+from heterosymnn.codegen.c_exports import export_tables
 from heterosymnn.codegen.c_printer import CPrinter
 from heterosymnn.codegen.c_rows import render_rows, span_sum_helper
 from heterosymnn.codegen.common import DTYPES, PrintedUsage, UnsupportedExpressionError, check_dtype
@@ -47,7 +48,11 @@ class CModule:
     source : str
         Complete C99 translation unit (prelude + row functions).
     cdef : str
-        cffi ``cdef`` declaring every row function.
+        cffi ``cdef`` of the module: the two tables below, not the functions themselves (see
+        :mod:`heterosymnn.codegen.c_exports`).
+    function_cdef : str
+        cffi declarations of the row functions themselves, for a harness that calls them
+        by name from Python (a test); each costs the compiler a wrapper function.
     functions : dict of str to (str, str)
         Structure key -> (forward row function, backward row function).
     math_functions : frozenset of str
@@ -67,6 +72,7 @@ class CModule:
     functions: Dict[str, Tuple[str, str]]
     math_functions: frozenset
     uses_vector_math: bool
+    function_cdef: str = ""
     constants_grad: Dict[str, str] = dataclasses.field(default_factory=dict)
     constants_grad_problems: Dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -100,6 +106,7 @@ def render_c_module(structures: Sequence[Structure], dtype: str, *, rows: bool =
     grads: Dict[str, str] = {}
     problems: Dict[str, str] = {}
     cdefs: List[str] = []
+    exported: List[str] = []
     # Sorted by key: the same set of structures gives the same source (and so
     # the same cache key) whatever order the caller lists them in.
     for key, structure in sorted(unique.items()):
@@ -118,6 +125,9 @@ def render_c_module(structures: Sequence[Structure], dtype: str, *, rows: bool =
         if row.source:
             bodies.append(row.source)
             cdefs.append(row.cdef)
+            exported += ([row.forward, row.backward] if rows else []) + \
+                ([row.constants_grad] if row.constants_grad else [])
+    tables_source, tables_cdef = export_tables(exported)
     printer = CPrinter(dtype, {}, usage=usage)  # the helpers every body needs
     vector_decls = c_prelude.render_vector_declarations(
         usage.math, ctype, printer.math_name(""), usage.aliases)
@@ -129,8 +139,9 @@ def render_c_module(structures: Sequence[Structure], dtype: str, *, rows: bool =
         printer.helper_definitions(),
         span_sum_helper(dtype) if grads else "",
         "\n".join(bodies),
+        tables_source,
     ]))
-    return CModule(dtype=dtype, source=source, cdef="".join(cdefs),
+    return CModule(dtype=dtype, source=source, cdef=tables_cdef, function_cdef="".join(cdefs),
                    functions=functions, constants_grad=grads, constants_grad_problems=problems,
                    math_functions=frozenset(usage.math | set(usage.aliases.values())),
                    uses_vector_math=bool(vector_decls))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from heterosymnn import SymbolicJITCompiler
-from heterosymnn.backends import cpu_jit
+from heterosymnn.backends import cpu_jit, cpu_modules
 
 DTYPES = ("float32", "float64")
 WIDE = 64  # columns: one call per row
@@ -123,18 +123,18 @@ def test_keywords_reach_the_checked_path(comp):
 
 
 def test_function_tables_look_up_each_structure_once(monkeypatch):
-    """A layer's tables cost one address lookup per structure and direction, not one per node."""
+    """A layer's tables cost one read of a module's export tables per structure, not one per node."""
     looked_up = []
-    real = cpu_jit._address
+    real = cpu_modules.exported_functions
 
-    def spy(module, name):
-        looked_up.append(name)
-        return real(module, name)
+    def spy(module):
+        looked_up.append(module)
+        return real(module)
 
-    monkeypatch.setattr(cpu_jit, "_address", spy)
+    monkeypatch.setattr(cpu_modules, "exported_functions", spy)
     configs = [CONFIGS[i % 4] for i in range(256)]
     comp = SymbolicJITCompiler(configs, "CPU_JIT", dtype="float32", strict=True)
-    assert len(looked_up) == 2 * comp.n_structures == 6
+    assert len(looked_up) == comp.n_structures == 3
     z = _values(256, 3, "float32", 9)
     wide = np.concatenate([z, _values(256, WIDE, "float32", 10)], axis=1)
     np.testing.assert_array_equal(_bits(comp.forward_kernel(z)), _bits(comp.forward_kernel(wide)[:, :3]))

@@ -14,11 +14,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 import scipy.special  # noqa: F401  (lambdify's "scipy" module needs it importable)
 import sympy as sp
+from heterosymnn.codegen.c_exports import exported_functions
+from heterosymnn.codegen.c_rows import CDEF_PARAMS, CGRAD_CDEF_PARAMS
 from heterosymnn.codegen.c_runtime import SPAN_ELEMENTS
 from heterosymnn.symbolic.grammar import expm1, log1p
 from heterosymnn.symbolic.structure import (
@@ -300,8 +302,17 @@ class Built:
         self.dtype, self.kernels, self.runtime = dtype, kernels, runtime
         self.cmodule, self.rsource = cmodule, rsource
 
+    def address(self, name: str) -> int:
+        """Address of a row function, read from the module's export tables as CPU_JIT does."""
+        return exported_functions(self.kernels)[name]
+
+    def function(self, name: str, params: str) -> Any:
+        """A row function as a callable cffi function pointer (``params``: its cdef parameters)."""
+        ctype = "float" if self.dtype == "float32" else "double"
+        return self.kernels.ffi.cast(f"void(*)({params.format(T=ctype)})", self.address(name))
+
     def row(self, structure: Structure, which: str, a, b=None, g=None) -> np.ndarray:
-        ffi, lib = self.kernels.ffi, self.kernels.lib
+        ffi = self.kernels.ffi
         name = self.cmodule.functions[structure.key][0 if which == "fwd" else 1]
         ctype = "float *" if self.dtype == "float32" else "double *"
         out = np.full_like(a, 12345.0)
@@ -309,14 +320,14 @@ class Built:
 
         def ptr(arr):
             return ffi.NULL if arr is None else ffi.cast(ctype, ffi.from_buffer(arr))
-        getattr(lib, name)(a.size, ptr(a), ptr(b), ptr(g), ptr(out),
+        self.function(name, CDEF_PARAMS)(a.size, ptr(a), ptr(b), ptr(g), ptr(out),
                            ffi.cast("double *", ffi.from_buffer(params)))
         return out
 
     def cgrad(self, structure: Structure, a, b=None, g=None) -> Tuple[np.ndarray, np.ndarray]:
         """(out, partial sums) of the structure's constants-gradient row function on ``a``:
         one sum per span of the runtime's SPAN_ELEMENTS and slot, shape (spans, n_slots)."""
-        ffi, lib = self.kernels.ffi, self.kernels.lib
+        ffi = self.kernels.ffi
         ctype = "float *" if self.dtype == "float32" else "double *"
         out = np.full_like(a, 12345.0)
         spans = -(-a.size // SPAN_ELEMENTS)
@@ -325,22 +336,19 @@ class Built:
 
         def ptr(arr, kind=ctype):
             return ffi.NULL if arr is None else ffi.cast(kind, ffi.from_buffer(arr))
-        getattr(lib, self.cmodule.constants_grad[structure.key])(
+        self.function(self.cmodule.constants_grad[structure.key], CGRAD_CDEF_PARAMS)(
             a.size, ptr(a), ptr(b), ptr(g), ptr(out), ptr(params, "double *"), ptr(sums, "double *"))
         return out, sums
 
     def run(self, structures: Sequence[Structure], which: str, a, b=None, g=None,
             nthreads: int = 0, null_params: bool = False) -> np.ndarray:
         """Run a (rows, cols) layer through hs_run_*, row r with structures[r]."""
-        kffi, klib = self.kernels.ffi, self.kernels.lib
         rffi, rlib = self.runtime.ffi, self.runtime.lib
         rows, cols = a.shape
         fns = rffi.new(f"{self.rsource.row_fn_type}[]", rows)
         for r, structure in enumerate(structures):
             name = self.cmodule.functions[structure.key][0 if which == "fwd" else 1]
-            # two cffi modules: go through an integer, the FFI types differ
-            address = int(kffi.cast("uintptr_t", kffi.addressof(klib, name)))
-            fns[r] = rffi.cast(self.rsource.row_fn_type, address)
+            fns[r] = rffi.cast(self.rsource.row_fn_type, self.address(name))
         params = np.ascontiguousarray(np.tile(PARAMS, (rows, 1)), dtype=np.float64)
         out = np.full_like(a, 12345.0)
         ctype = "float *" if self.dtype == "float32" else "double *"

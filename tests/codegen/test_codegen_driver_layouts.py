@@ -43,14 +43,12 @@ class Layer:
     """Function tables of ``structures`` (row r uses structures[r % len]) for one driver build."""
 
     def __init__(self, built, runtime, rsource, structures, rows):
-        kffi, klib = built.kernels.ffi, built.kernels.lib
         self.ffi, self.lib, self.rs, self.dtype = runtime.ffi, runtime.lib, rsource, built.dtype
         self.fwd = self.ffi.new(f"{rsource.row_fn_type}[]", rows)
         self.bwd = self.ffi.new(f"{rsource.row_fn_type}[]", rows)
         self.cg = self.ffi.new(f"{rsource.cgrad_fn_type}[]", rows)
 
-        def address(name):
-            return int(kffi.cast("uintptr_t", kffi.addressof(klib, name)))
+        address = built.address
         counts = []
         for r in range(rows):
             s = structures[r % len(structures)]

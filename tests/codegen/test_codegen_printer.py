@@ -196,8 +196,16 @@ def test_module_table_cdef_and_deduplication():
     assert isinstance(module, CModule) and len(module.functions) == 5
     names = [n for pair in module.functions.values() for n in pair]
     declared = re.findall(r"void (\w+)\(int64_t n, const double \*a, const double \*b, "
-                          r"const double \*g, double \*out, const double \*p\);", module.cdef)
+                          r"const double \*g, double \*out, const double \*p\);", module.function_cdef)
     assert declared == names
+    # cffi sees the export tables only (no Python wrapper per function): every function,
+    # the constants-gradient ones included, in the order of the structures' keys.
+    exported = [name for key, pair in module.functions.items()
+                for name in (*pair, module.constants_grad.get(key)) if name]
+    assert len(exported) > len(names)
+    assert module.cdef == (f"extern const uintptr_t hs_row_addresses[{len(exported)}];\n"
+                           f"extern const char *const hs_row_names[{len(exported)}];\n")
+    assert re.findall(r'"(hs_\w+)",', module.source) == exported
     assert all(module.source.count(f"void {n}(") == 1 for n in names)
     assert module.source == render_c(structures, "float64")
     assert module.uses_vector_math and "tanh" in module.math_functions
