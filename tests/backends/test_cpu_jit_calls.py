@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from heterosymnn import SymbolicJITCompiler
-from heterosymnn.backends import cpu_jit, cpu_modules
+from heterosymnn.backends import cpu_modules
 
 DTYPES = ("float32", "float64")
 WIDE = 64  # columns: one call per row
