@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -18,8 +17,9 @@ from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
 from ..errors import JITCompilationError
+from ..logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 CHILD_SCRIPT = Path(__file__).with_name("_cffi_child.py")
 ARTIFACT_MARKER = "HETEROSYMNN-ARTIFACT "
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.machinery
 import importlib.util
-import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -34,8 +32,9 @@ from ..codegen.c_exports import exported_functions
 from ..config import settings
 from ..errors import JITCompilationError
 from ..toolchains import Toolchain, flags, isa
+from ..logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # At most this many new functions per compiler run; more are split over parallel runs.
 FUNCTIONS_PER_BUILD = 24
@@ -333,4 +332,6 @@ def _compile_constants_grad(cache: KernelCache, missing: List[str], toolchain: T
 
 
 def _remove_tree(path: Path) -> None:
+    import shutil  # build-only (~3 ms to import)
+
     shutil.rmtree(path, ignore_errors=True)

@@ -20,7 +20,6 @@ architecture is rejected and rebuilt too.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -29,8 +28,9 @@ from ..cache import KernelCache, cache_key
 from ..cache.layout import check_key
 from ..cache.records import DamagedRecord
 from ..toolchains.cuda_compiler import CudaCompiler, arch_number, elf_architecture
+from ..logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SOURCE_FILE = "kernels.cu"
 _ARTIFACTS = {"cubin": "kernels.cubin", "ptx": "kernels.ptx"}

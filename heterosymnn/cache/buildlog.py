@@ -8,12 +8,13 @@ files; lines stay far below any filesystem's atomic-append size).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-log = logging.getLogger("heterosymnn.cache")
+from ..logs import get_logger
+
+log = get_logger("heterosymnn.cache")
 
 
 def append(path: Path, record: Mapping[str, Any]) -> None:

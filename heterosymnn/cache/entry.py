@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -203,6 +202,8 @@ def move_aside(path: Path, trash: Path) -> Optional[str]:
 
 def remove_tree(path: Path) -> bool:
     """Delete a directory tree, best effort; whether it is gone."""
+    import shutil  # with bz2 and lzma ~3 ms to import: only when something is removed
+
     # ignore_errors: on Windows a loaded DLL inside stays, left for a later clear().
     shutil.rmtree(path, ignore_errors=True)
     return not os.path.exists(path)

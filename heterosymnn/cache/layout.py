@@ -19,21 +19,18 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import errno
-import logging
 import os
 import re
-import shutil
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
 
-import platformdirs
-
 from ..config import settings
 from ..errors import PerformanceWarning
 from .key import CACHE_SCHEMA
+from ..logs import get_logger
 
-log = logging.getLogger("heterosymnn.cache")
+log = get_logger("heterosymnn.cache")
 
 META_NAME = "meta.json"
 LOG_NAME = "builds.jsonl"
@@ -58,7 +55,11 @@ def check_key(key: str) -> str:
 
 def configured_base() -> Path:
     """The configured cache directory, resolved now (it follows ``override()``)."""
-    raw = settings().cache_dir or platformdirs.user_cache_dir("heterosymnn", appauthor=False)
+    raw = settings().cache_dir
+    if not raw:
+        import platformdirs  # not needed, nor imported, when HETEROSYMNN_CACHE_DIR is set
+
+        raw = platformdirs.user_cache_dir("heterosymnn", appauthor=False)
     return Path(os.path.abspath(os.path.expanduser(raw)))
 
 
@@ -134,7 +135,8 @@ def fallback_layout(unusable: Path, error: Union[OSError, str]) -> Layout:
     known = _FALLBACKS.get(str(unusable))
     if known is not None:
         return Layout(known)
-    import tempfile  # only for this fallback: a warm process never needs it
+    import shutil  # only for this fallback: a warm process never needs them
+    import tempfile
 
     private = Path(tempfile.mkdtemp(prefix="heterosymnn-cache-"))
     _FALLBACKS[str(unusable)] = private

@@ -25,22 +25,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
-import random
 import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Optional
 
 from ..errors import CacheError
+from ..logs import get_logger
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-log = logging.getLogger("heterosymnn.cache")
+log = get_logger("heterosymnn.cache")
 
 # How long to wait silently before saying that another process is building.
 _QUIET_WAIT_S = 1.0
@@ -169,6 +168,8 @@ def _acquire(path: str, deadline: Optional[float], timeout: float, what: str) ->
         if not said and now - started >= _QUIET_WAIT_S:
             log.info("waiting for another process %s (lock %s)", what or "using the same cache entry", path)
             said = True
+        import random  # only when waiting (~1.5 ms to import, on every warm start otherwise)
+
         sleep = pause * random.uniform(0.5, 1.5)
         time.sleep(sleep if deadline is None else min(sleep, max(deadline - now, 0.0)))
         pause = min(pause * 2, _MAX_POLL_S)

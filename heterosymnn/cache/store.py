@@ -10,9 +10,7 @@ rebuilt instead of crashing its user.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -26,8 +24,9 @@ from .layout import Layout, check_key, configured_base, describe_error, fallback
 from .memory import CacheStats, MemoryLayer
 from .publish import Builder, Unusable, function_count, make
 from .records import RecordBuilder, RecordLoader
+from ..logs import get_logger
 
-log = logging.getLogger("heterosymnn.cache")
+log = get_logger("heterosymnn.cache")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -188,6 +187,8 @@ class KernelCache:
         """Publish existing files (copied) as the entry for ``key``; see :meth:`build`."""
 
         def copy(build_dir: Path) -> Optional[Mapping[str, Any]]:
+            import shutil  # ~3 ms to import: not on the warm path
+
             for name, source in files.items():
                 target = build_dir.joinpath(*name.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)

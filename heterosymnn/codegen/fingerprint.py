@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 from pathlib import Path
 from typing import Iterator, Tuple
 
-log = logging.getLogger(__name__)
+from ..logs import get_logger
+
+log = get_logger(__name__)
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -24,8 +23,9 @@ from distributed import WorkerPlugin
 
 from ..cache import ImportReport, KernelCache, import_bundle
 from ..cache.bundle import read_manifest
+from ..logs import get_logger
 
-log = logging.getLogger("heterosymnn.distributed")
+log = get_logger("heterosymnn.distributed")
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -9,7 +9,6 @@ vendors reword), then must build and run a small program with the chosen flags.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import platform
 import shutil
@@ -25,8 +24,9 @@ from .isa import host_level, isa_candidates
 from .openmp import OpenMPSupport, probe_flags, probe_libmvec, probe_openmp
 from .probe import build_probe, run_command
 from .toolchain import DetectorResult, Toolchain, join_command, split_command, unix_build_env
+from ..logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 NAME = "gcc/clang"
 

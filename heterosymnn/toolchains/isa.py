@@ -9,12 +9,13 @@ kernels, lowers clocks on several CPUs and would split the cache further.
 from __future__ import annotations
 
 import functools
-import logging
 import platform
 import sys
 from typing import Iterable, List, Optional, Tuple
 
-logger = logging.getLogger(__name__)
+from ..logs import get_logger
+
+logger = get_logger(__name__)
 
 X86_64_V2 = frozenset({"sse3", "ssse3", "sse4_1", "sse4_2", "popcnt", "cx16", "lahf"})
 X86_64_V3 = X86_64_V2 | {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe", "lzcnt"}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import re
 import subprocess
@@ -26,8 +25,9 @@ from . import flags
 from .isa import host_level, isa_candidates
 from .probe import probe_timeout
 from .toolchain import DetectorResult, Toolchain
+from ..logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 NAME = "msvc"
 INSTALL_HINT = ("install Visual Studio Build Tools with the \"Desktop development with C++\" "

@@ -9,7 +9,6 @@ compiler runs each.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from typing import List, Optional, Tuple
 
 from . import flags
 from .probe import build_probe
+from ..logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 OPENMP_PROBE = r"""
 #include <omp.h>

@@ -6,7 +6,6 @@ naming why, never a silent switch to another compiler.
 """
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Callable, Dict, List
 
@@ -14,8 +13,9 @@ from ..config import settings
 from ..errors import ToolchainNotFoundError
 from . import gcc_clang, isa, msvc, openmp, zig
 from .toolchain import DetectorResult, Toolchain
+from ..logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 FAMILIES = ("gcc", "clang", "msvc", "zig")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
 import os
 import platform
 import sys
@@ -24,8 +23,9 @@ from .isa import host_level, isa_candidates
 from .openmp import probe_flags
 from .probe import run_command
 from .toolchain import DetectorResult, Toolchain, join_command, unix_build_env
+from ..logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 NAME = "zig"
 INSTALL_HINT = "`pip install heterosymnn[zig]` (installs the ziglang package)"
