@@ -79,11 +79,14 @@ def output(out: Optional[Any], shape: Tuple[int, ...], dtype: np.dtype, inputs: 
         raise ValueError("out must be C-contiguous; pass a new array or numpy.ascontiguousarray(out)")
     if not out.flags.writeable:
         raise ValueError("out is read-only; pass a writeable array")
-    overlap = any(_partial_overlap(out, a, xp) for a in inputs)
+    overlap = any(partial_overlap(out, a, xp) for a in inputs)
     return out, overlap
 
 
-def _partial_overlap(out: Any, array: Any, xp: Any) -> bool:
+def partial_overlap(out: Any, array: Any, xp: Any) -> bool:
+    """Whether ``out`` shares memory with ``array`` other than being exactly the same array
+    (same start, shape and C-contiguous layout): element-wise kernels may write such an
+    ``out`` in place, but not one that overlaps part of an input."""
     if not xp.may_share_memory(out, array):
         return False
     same = (array.flags.c_contiguous and array.shape == out.shape

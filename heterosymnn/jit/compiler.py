@@ -358,7 +358,7 @@ class SymbolicJITCompiler:
                              f"exactly that shape (one weight per element, no broadcasting): for one weight "
                              f"for all, multiply the result instead, or pass {xp.__name__}.broadcast_to(grad, "
                              f"y_pred.shape)")
-        if isinstance(out, xp.ndarray) and arrays._partial_overlap(out, grad, xp):
+        if isinstance(out, xp.ndarray) and arrays.partial_overlap(out, grad, xp):
             grad = grad.copy()
         return grad
 
