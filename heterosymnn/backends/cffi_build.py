@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
 from ..errors import JITCompilationError
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger(__name__)
 CHILD_SCRIPT = Path(__file__).with_name("_cffi_child.py")

@@ -32,7 +32,7 @@ from ..codegen.c_exports import exported_functions
 from ..config import settings
 from ..errors import JITCompilationError
 from ..toolchains import Toolchain, flags, isa
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger(__name__)
 

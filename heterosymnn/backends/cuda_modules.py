@@ -28,7 +28,7 @@ from ..cache import KernelCache, cache_key
 from ..cache.layout import check_key
 from ..cache.records import DamagedRecord
 from ..toolchains.cuda_compiler import CudaCompiler, arch_number, elf_architecture
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger(__name__)
 

@@ -10,8 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
+from ..deferred import lazy_exports
 from .entry import Entry
 from .key import CACHE_SCHEMA, CODEGEN_VERSION, cache_key
 from .memory import CacheStats
@@ -48,9 +47,4 @@ _LAZY_NAMES = {"BundleError": "bundle_format", "ExportReport": "bundle", "Import
                "prune": "manage"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_NAMES:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY_NAMES, globals())

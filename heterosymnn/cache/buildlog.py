@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger("heterosymnn.cache")
 

@@ -28,7 +28,7 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 from ..config import settings
 from ..errors import PerformanceWarning
 from .key import CACHE_SCHEMA
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger("heterosymnn.cache")
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Optional
 
 from ..errors import CacheError
-from ..logs import get_logger
+from ..deferred import get_logger
 
 try:
     import fcntl

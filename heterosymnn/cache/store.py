@@ -24,7 +24,7 @@ from .layout import Layout, check_key, configured_base, describe_error, fallback
 from .memory import CacheStats, MemoryLayer
 from .publish import Builder, Unusable, function_count, make
 from .records import RecordBuilder, RecordLoader
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger("heterosymnn.cache")
 

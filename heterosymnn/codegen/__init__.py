@@ -12,8 +12,7 @@ CPrinter                             the SymPy printer the C family builds on
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..deferred import lazy_exports
 
 # Attributes load their module on first use: the runtime driver and the version
 # are needed by warm starts, which must not import SymPy (the printers do).
@@ -44,8 +43,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'heterosymnn.codegen' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"heterosymnn.codegen.{module}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

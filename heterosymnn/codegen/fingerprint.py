@@ -18,7 +18,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterator, Tuple
 
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger(__name__)
 

@@ -23,7 +23,7 @@ from distributed import WorkerPlugin
 
 from ..cache import ImportReport, KernelCache, import_bundle
 from ..cache.bundle import read_manifest
-from ..logs import get_logger
+from ..deferred import get_logger
 
 log = get_logger("heterosymnn.distributed")
 

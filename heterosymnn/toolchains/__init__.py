@@ -7,7 +7,7 @@ the cache key.
 """
 from __future__ import annotations
 
-from typing import Any
+from ..deferred import lazy_exports
 
 # Names are loaded on first use: a warm process only reads the persisted
 # toolchain record and never needs the detectors (nor subprocess) imported.
@@ -33,13 +33,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -24,7 +24,7 @@ from .isa import host_level, isa_candidates
 from .openmp import OpenMPSupport, probe_flags, probe_libmvec, probe_openmp
 from .probe import build_probe, run_command
 from .toolchain import DetectorResult, Toolchain, join_command, split_command, unix_build_env
-from ..logs import get_logger
+from ..deferred import get_logger
 
 logger = get_logger(__name__)
 

@@ -13,7 +13,7 @@ import platform
 import sys
 from typing import Iterable, List, Optional, Tuple
 
-from ..logs import get_logger
+from ..deferred import get_logger
 
 logger = get_logger(__name__)
 

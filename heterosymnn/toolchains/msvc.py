@@ -25,7 +25,7 @@ from . import flags
 from .isa import host_level, isa_candidates
 from .probe import probe_timeout
 from .toolchain import DetectorResult, Toolchain
-from ..logs import get_logger
+from ..deferred import get_logger
 
 logger = get_logger(__name__)
 

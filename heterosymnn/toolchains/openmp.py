@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 
 from . import flags
 from .probe import build_probe
-from ..logs import get_logger
+from ..deferred import get_logger
 
 logger = get_logger(__name__)
 

@@ -13,7 +13,7 @@ from ..config import settings
 from ..errors import ToolchainNotFoundError
 from . import gcc_clang, isa, msvc, openmp, zig
 from .toolchain import DetectorResult, Toolchain
-from ..logs import get_logger
+from ..deferred import get_logger
 
 logger = get_logger(__name__)
 

@@ -23,7 +23,7 @@ from .isa import host_level, isa_candidates
 from .openmp import probe_flags
 from .probe import run_command
 from .toolchain import DetectorResult, Toolchain, join_command, unix_build_env
-from ..logs import get_logger
+from ..deferred import get_logger
 
 logger = get_logger(__name__)
 

@@ -61,7 +61,7 @@ def inputs(n_nodes: int, dtype: str, cols: int = 9):
 
 
 # Modules only building needs: a warm process must not pay for importing them. ``logging``
-# (heterosymnn.logs), ``random`` (lock back-off) and ``sysconfig`` (the ABI tag reads
+# (heterosymnn.deferred), ``random`` (lock back-off) and ``sysconfig`` (the ABI tag reads
 # importlib.machinery) cost a warm start ~1.5-4 ms each and are not needed there either.
 BUILD_ONLY_MODULES = ("sympy", "subprocess", "concurrent.futures", "heterosymnn.backends.cffi_build",
                       "heterosymnn.codegen.c_source", "heterosymnn.toolchains.select",

@@ -1,4 +1,5 @@
-"""heterosymnn.logs: loggers that import ``logging`` only when a message can go somewhere."""
+"""heterosymnn.deferred: loggers that import ``logging`` only when a message can go somewhere, and
+package names whose modules load on first access."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from heterosymnn.logs import get_logger
+from heterosymnn.deferred import get_logger
 
 
 def _fresh_process(code: str) -> dict:
@@ -19,7 +20,7 @@ def _fresh_process(code: str) -> dict:
 def test_debug_and_info_are_dropped_without_importing_logging():
     result = _fresh_process("""
         import json, sys
-        from heterosymnn.logs import get_logger
+        from heterosymnn.deferred import get_logger
         log = get_logger("heterosymnn.test")
         log.debug("nobody hears %s", 1)
         log.info("nobody hears %s", 2)
@@ -43,3 +44,21 @@ def test_messages_reach_a_configured_handler(caplog):
     assert log.isEnabledFor(logging.DEBUG) is logging.getLogger("heterosymnn.test.configured").isEnabledFor(
         logging.DEBUG)
     assert log.name == "heterosymnn.test.configured"
+
+
+def test_package_names_load_their_module_on_first_access():
+    result = _fresh_process("""
+        import json, sys
+        import heterosymnn.cache as cache
+        before = "heterosymnn.cache.manage" in sys.modules or "tarfile" in sys.modules
+        listed = "prune" in dir(cache) and "export_bundle" in dir(cache)
+        prune = cache.prune
+        try:
+            cache.no_such_name
+        except AttributeError as exc:
+            message = str(exc)
+        print(json.dumps({"before": before, "listed": listed, "after": "heterosymnn.cache.manage" in sys.modules,
+                          "same": prune is sys.modules["heterosymnn.cache.manage"].prune, "message": message}))
+    """)
+    assert result["report"] == {"before": False, "listed": True, "after": True, "same": True,
+                                "message": "module 'heterosymnn.cache' has no attribute 'no_such_name'"}
