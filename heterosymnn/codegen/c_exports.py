@@ -18,15 +18,20 @@ NAME_TABLE = "hs_row_names"
 
 
 def export_tables(names: Sequence[str]) -> Tuple[str, str]:
-    """(C definitions, cffi cdef) of the tables exporting the functions ``names``."""
+    """(C definitions, cffi cdef) of the tables exporting the functions ``names``.
+
+    The addresses are stored as ``void (*)(void)``: casting a function's address to another
+    function pointer type keeps it an address constant of standard C, which every compiler
+    (MSVC included) accepts in a static initializer; casting it to an integer is an extension.
+    """
     if not names:
         return "", ""
     count = len(names)
-    source = (f"const uintptr_t {ADDRESS_TABLE}[{count}] = {{\n"
-              + "".join(f"    (uintptr_t)&{name},\n" for name in names) + "};\n"
+    source = (f"void (*const {ADDRESS_TABLE}[{count}])(void) = {{\n"
+              + "".join(f"    (void (*)(void))&{name},\n" for name in names) + "};\n"
               f"const char *const {NAME_TABLE}[{count}] = {{\n"
               + "".join(f'    "{name}",\n' for name in names) + "};")
-    cdef = f"extern const uintptr_t {ADDRESS_TABLE}[{count}];\nextern const char *const {NAME_TABLE}[{count}];\n"
+    cdef = f"extern void (*const {ADDRESS_TABLE}[{count}])(void);\nextern const char *const {NAME_TABLE}[{count}];\n"
     return source, cdef
 
 
@@ -36,5 +41,5 @@ def exported_functions(module: Any) -> Dict[str, int]:
     lib, ffi = module.lib, module.ffi
     if not hasattr(lib, ADDRESS_TABLE):
         return {}
-    return {ffi.string(name).decode("ascii"): int(address)
+    return {ffi.string(name).decode("ascii"): int(ffi.cast("uintptr_t", address))
             for name, address in zip(getattr(lib, NAME_TABLE), getattr(lib, ADDRESS_TABLE))}

@@ -203,7 +203,7 @@ def test_module_table_cdef_and_deduplication():
     exported = [name for key, pair in module.functions.items()
                 for name in (*pair, module.constants_grad.get(key)) if name]
     assert len(exported) > len(names)
-    assert module.cdef == (f"extern const uintptr_t hs_row_addresses[{len(exported)}];\n"
+    assert module.cdef == (f"extern void (*const hs_row_addresses[{len(exported)}])(void);\n"
                            f"extern const char *const hs_row_names[{len(exported)}];\n")
     assert re.findall(r'"(hs_\w+)",', module.source) == exported
     assert all(module.source.count(f"void {n}(") == 1 for n in names)
