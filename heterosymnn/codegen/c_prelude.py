@@ -28,15 +28,24 @@ both calls them through ``const`` aliases of the same symbols (see
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+import functools
+from typing import Callable, Dict, Iterable, Mapping, Tuple
 
-from heterosymnn.symbolic.functions import LIBMVEC_235, LIBMVEC_BASE, MATH_FUNCTIONS
 from heterosymnn.toolchains.flags import LIBMVEC_MACRO, OPENMP_SIMD_MACRO
 
-# Which prelude marker declares a SIMD variant of each glibc version.
-_MARKERS = {LIBMVEC_BASE: "HS_VECTOR_MATH", LIBMVEC_235: "HS_VECTOR_MATH_235"}
-# libm base name -> (the marker its declaration gets, its argument count).
-_VECTOR_MATH = {f.c: (_MARKERS[f.vector], f.c_args) for f in MATH_FUNCTIONS if f.vector}
+
+@functools.lru_cache(maxsize=None)
+def _vector_math() -> Dict[str, Tuple[str, int]]:
+    """libm base name -> (the prelude marker its SIMD declaration gets, its argument count).
+
+    Read from the function table on first use: the layer driver, which a warm start renders
+    to find its cache key, needs the prelude text only, not the table (~1 ms to import).
+    """
+    from heterosymnn.symbolic.functions import LIBMVEC_235, LIBMVEC_BASE, MATH_FUNCTIONS
+
+    # Which prelude marker declares a SIMD variant of each glibc version.
+    markers = {LIBMVEC_BASE: "HS_VECTOR_MATH", LIBMVEC_235: "HS_VECTOR_MATH_235"}
+    return {f.c: (markers[f.vector], f.c_args) for f in MATH_FUNCTIONS if f.vector}
 
 COMMON_PRELUDE = f"""\
 #include <math.h>
@@ -108,12 +117,13 @@ def render_vector_declarations(math_used: Iterable[str], ctype: str, suffix: str
         Without it they are plain macros for the libm name.
     """
     aliases = dict(aliases or {})
+    vector_math = _vector_math()
     lines, fallbacks = [], []
     for name in sorted(set(math_used) | set(aliases.values())):
         base = name[: len(name) - len(suffix)] if suffix and name.endswith(suffix) else name
-        if base not in _VECTOR_MATH:
+        if base not in vector_math:
             continue  # sqrt, fabs: single instructions, nothing to declare
-        marker, n_args = _VECTOR_MATH[base]
+        marker, n_args = vector_math[base]
         params = ", ".join([ctype] * n_args)
         if name in set(math_used):
             lines.append(f"{marker} {ctype} {name}({params});")

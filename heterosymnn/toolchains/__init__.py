@@ -12,7 +12,7 @@ from ..deferred import lazy_exports
 # Names are loaded on first use: a warm process only reads the persisted
 # toolchain record and never needs the detectors (nor subprocess) imported.
 _LAZY = {
-    "DetectorResult": "toolchain", "Toolchain": "toolchain", "host_level": "isa",
+    "DetectorResult": "detected", "Toolchain": "toolchain", "host_level": "isa",
     "FAMILIES": "select", "clear_caches": "select", "detect_all": "select", "find_toolchain": "select",
     "detect_gcc_clang": "gcc_clang", "detect_msvc": "msvc",
     "detect_zig": "zig", "zig_cross_compile_check": "zig",

@@ -23,7 +23,8 @@ from . import flags
 from .isa import host_level, isa_candidates
 from .openmp import OpenMPSupport, probe_flags, probe_libmvec, probe_openmp
 from .probe import build_probe, run_command
-from .toolchain import DetectorResult, Toolchain, join_command, split_command, unix_build_env
+from .detected import DetectorResult
+from .toolchain import Toolchain, join_command, split_command, unix_build_env
 from ..deferred import get_logger
 
 logger = get_logger(__name__)

@@ -24,7 +24,8 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 from . import flags
 from .isa import host_level, isa_candidates
 from .probe import probe_timeout
-from .toolchain import DetectorResult, Toolchain
+from .detected import DetectorResult
+from .toolchain import Toolchain
 from ..deferred import get_logger
 
 logger = get_logger(__name__)

@@ -12,7 +12,8 @@ from typing import Callable, Dict, List
 from ..config import settings
 from ..errors import ToolchainNotFoundError
 from . import gcc_clang, isa, msvc, openmp, zig
-from .toolchain import DetectorResult, Toolchain
+from .detected import DetectorResult
+from .toolchain import Toolchain
 from ..deferred import get_logger
 
 logger = get_logger(__name__)

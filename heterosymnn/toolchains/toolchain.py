@@ -128,30 +128,6 @@ class Toolchain:
         return f"{self.name} {self.version} at {self.path} [{self.isa}, {omp}]"
 
 
-@dataclass(frozen=True)
-class DetectorResult:
-    """What one detector found.
-
-    Attributes
-    ----------
-    name : str
-        The detector: ``"msvc"``, ``"gcc/clang"`` or ``"zig"``.
-    toolchain : Toolchain or None
-        The usable toolchain, or None.
-    reason : str
-        For an unusable detector, why and what to do about it; for a usable
-        one, notes worth showing (e.g. why OpenMP is off).
-    """
-
-    name: str
-    toolchain: Optional[Toolchain]
-    reason: str
-
-    @property
-    def usable(self) -> bool:
-        return self.toolchain is not None
-
-
 def split_command(command: str) -> list[str]:
     """Split a compiler command line into words.
 

@@ -22,7 +22,8 @@ from . import flags
 from .isa import host_level, isa_candidates
 from .openmp import probe_flags
 from .probe import run_command
-from .toolchain import DetectorResult, Toolchain, join_command, unix_build_env
+from .detected import DetectorResult
+from .toolchain import Toolchain, join_command, unix_build_env
 from ..deferred import get_logger
 
 logger = get_logger(__name__)
