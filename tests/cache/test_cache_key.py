@@ -74,6 +74,14 @@ def test_abi_tag_names_the_interpreter():
     assert sys.implementation.cache_tag in key_module.python_abi_tag()
 
 
+def test_abi_tag_carries_the_extension_suffix_sysconfig_gives():
+    """Read from importlib.machinery (cheap at a warm start), it still names the ABI flavour and
+    platform that sysconfig's EXT_SUFFIX does: an extension built here loads only where that matches."""
+    import sysconfig
+
+    assert key_module.python_abi_tag().endswith("/" + sysconfig.get_config_var("EXT_SUFFIX"))
+
+
 @pytest.mark.parametrize("bad", [
     {"flags": "-O3"},
     {"flags": ["-O3", 3]},
