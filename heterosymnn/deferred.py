@@ -28,6 +28,10 @@ class LazyLogger:
     dropped without importing it: then nobody configured a handler or a level, and
     ``logging`` itself would drop them (the root level is WARNING; its last-resort
     handler prints warnings and above, which always go through).
+
+    The standard logger itself exists from the first message on, so a
+    ``logging.config.dictConfig(..., disable_existing_loggers=True)`` run before that does
+    not disable it (configure ``"heterosymnn"`` by name to quieten the package).
     """
 
     __slots__ = ("name",)
