@@ -19,6 +19,17 @@ ADDRESS_TABLE = "hs_row_addresses"
 NAME_TABLE = "hs_row_names"
 
 
+_UNUSED_MACRO = """\
+#ifndef HS_EXPORT_TABLE
+#  if defined(__GNUC__)
+#    define HS_EXPORT_TABLE __attribute__((unused))
+#  else
+#    define HS_EXPORT_TABLE
+#  endif
+#endif
+"""
+
+
 def export_tables(names: Sequence[str]) -> Tuple[str, str]:
     """(C definitions, cffi cdef) of the tables exporting the functions ``names``.
 
@@ -27,14 +38,17 @@ def export_tables(names: Sequence[str]) -> Tuple[str, str]:
     (MSVC included) accepts in a static initializer; casting it to an integer is an extension.
     Both tables are ``static`` (cffi's accessors live in the same file): every module uses
     the same two names, and a process that loads extensions with ``RTLD_GLOBAL`` would
-    otherwise bind one module's accessor to another module's tables.
+    otherwise bind one module's accessor to another module's tables. Compiled without cffi's
+    accessors (the source alone, as ``render_c`` shows it), nothing reads them: marked unused
+    so that ``-Wall -Werror`` stays quiet.
     """
     if not names:
         return "", ""
     count = len(names)
-    source = (f"static void (*const {ADDRESS_TABLE}[{count}])(void) = {{\n"
+    source = (_UNUSED_MACRO
+              + f"static HS_EXPORT_TABLE void (*const {ADDRESS_TABLE}[{count}])(void) = {{\n"
               + "".join(f"    (void (*)(void))&{name},\n" for name in names) + "};\n"
-              f"static const char *const {NAME_TABLE}[{count}] = {{\n"
+              f"static HS_EXPORT_TABLE const char *const {NAME_TABLE}[{count}] = {{\n"
               + "".join(f'    "{name}",\n' for name in names) + "};")
     cdef = f"extern void (*const {ADDRESS_TABLE}[{count}])(void);\nextern const char *const {NAME_TABLE}[{count}];\n"
     return source, cdef

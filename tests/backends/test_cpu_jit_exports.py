@@ -55,7 +55,7 @@ def test_modules_loaded_with_rtld_global_read_their_own_tables(tmp_path):
 
 def test_tables_are_private_to_their_module():
     source, cdef = export_tables(["hs_a_fwd", "hs_a_bwd"])
-    assert source.startswith("static void (*const hs_row_addresses[2])(void) = {")
-    assert "static const char *const hs_row_names[2] = {" in source
+    assert "static HS_EXPORT_TABLE void (*const hs_row_addresses[2])(void) = {" in source
+    assert "static HS_EXPORT_TABLE const char *const hs_row_names[2] = {" in source
     assert '"hs_a_fwd",\n    "hs_a_bwd",' in source and "(void (*)(void))&hs_a_bwd," in source
     assert export_tables([]) == ("", "")
