@@ -246,22 +246,15 @@ def match_members(manifest: Manifest, files: Mapping[str, tarfile.TarInfo], bund
 def foreign_reason(entry: BundleEntry, here: Mapping[str, str], host_level: Optional[str],
                    runs_on: Any) -> Optional[str]:
     """Why ``entry`` cannot be used on this machine, or ``None``."""
-    def differs(field: str) -> Optional[str]:
-        if entry.platform.get(field) == here.get(field):
-            return None
-        return f"built for {field} {entry.platform.get(field)!r}, this machine has {here.get(field)!r}"
-
     # The generator before the Python ABI: another heterosymnn version may also spell the ABI
     # tag differently, and "export it again" is what the user can do about either.
-    reason = differs("system") or differs("machine")
-    if reason is None and entry.platform.get("generator") != here.get("generator"):
-        reason = ("made by another heterosymnn version (its code generator differs from this one's); "
-                  "export the bundle again with the heterosymnn the workers run")
-    if reason is not None:
-        return reason
-    reason = differs("python_abi")
-    if reason is not None:
-        return reason
+    for field in ("system", "machine", "generator", "python_abi"):
+        if entry.platform.get(field) == here.get(field):
+            continue
+        if field == "generator":
+            return ("made by another heterosymnn version (its code generator differs from this one's); "
+                    "export the bundle again with the heterosymnn the workers run")
+        return f"built for {field} {entry.platform.get(field)!r}, this machine has {here.get(field)!r}"
     level = entry.metadata.get("isa")
     if isinstance(level, str) and host_level is not None and not runs_on(level, host_level):
         return f"built for the instruction set {level}, which this CPU ({host_level}) cannot run"
